@@ -1,0 +1,1 @@
+"""Command-line interface (typer). Nothing here computes: it calls the Python API."""

@@ -1,0 +1,48 @@
+"""The `alan` command: a thin typer layer over the Python API.
+
+Each command group lives in its own module with a ``register(app)`` function.
+Any `AlanError` becomes one line on stderr and exit code 2, with no traceback.
+"""
+
+from __future__ import annotations
+
+import importlib
+import sys
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+
+from alan.errors import AlanError
+
+app = typer.Typer(
+    name="alan",
+    help="Label-efficient cardiac image analysis: ALAN parcels and SSCL with anatomic priors.",
+    no_args_is_help=True,
+    pretty_exceptions_enable=False,
+    add_completion=False,
+)
+
+GROUPS = (
+    "synth", "data", "backbone", "dino", "raptor", "parcels",
+    "segment", "views", "analyze", "reproduce", "sscl", "demo",
+)
+for _name in GROUPS:
+    importlib.import_module(f"alan.cli.{_name}").register(app)
+
+err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def main() -> None:
+    try:
+        app()
+    except AlanError as e:
+        err.print(f"[bold red]error:[/] {escape(str(e))}", markup=True)
+        sys.exit(2)
+    except KeyboardInterrupt:
+        err.print("interrupted")
+        sys.exit(130)
+
+
+if __name__ == "__main__":
+    main()
