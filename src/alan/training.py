@@ -9,7 +9,6 @@ documents; nothing here is a distributed layer of its own. A run folder holds
 
 from __future__ import annotations
 
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -96,11 +95,8 @@ def fit(module: L.LightningModule, opts: RunOptions, run_dir: str | Path, *, tra
         **overrides: Any) -> L.Trainer:
     """Seed, build the trainer, and fit; with ``opts.resume`` continue from ``last.ckpt`` if present."""
     L.seed_everything(opts.seed, workers=True, verbose=False)
-    os.environ.setdefault("PYTHONWARNINGS", "ignore")
     trainer = make_trainer(opts, run_dir, callbacks, **overrides)
     ckpt_path = last_checkpoint(run_dir) if opts.resume else None
-    if opts.resume and ckpt_path is None and trainer.is_global_zero:
-        pass  # nothing to resume from: a fresh run, as the user would expect
     trainer.fit(module, train_dataloaders=train_dataloaders, val_dataloaders=val_dataloaders,
                 datamodule=datamodule, ckpt_path=ckpt_path)
     return trainer
