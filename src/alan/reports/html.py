@@ -1,0 +1,74 @@
+"""A self-contained HTML report: sections of tables and PNG figures (embedded as base64)."""
+
+from __future__ import annotations
+
+import base64
+import html
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from alan.artifacts import atomic_write_text
+
+_CSS = """
+body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:1100px;margin:2em auto;color:#222}
+h1{font-size:1.6em} h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
+table{border-collapse:collapse;margin:.8em 0} th,td{border:1px solid #ccc;padding:.3em .7em;text-align:right}
+th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
+figure{margin:1em 0} figcaption{color:#555;font-size:.9em} img{max-width:100%}
+.note{color:#555;font-size:.92em} code{background:#f4f4f4;padding:0 .2em}
+"""
+
+
+@dataclass
+class Section:
+    title: str
+    paragraphs: list[str] = field(default_factory=list)
+    tables: list[tuple[str, list[str], list[list[Any]]]] = field(default_factory=list)
+    figures: list[tuple[Path, str]] = field(default_factory=list)
+
+
+@dataclass
+class Report:
+    """Collects sections; `write(path)` renders one HTML file atomically."""
+
+    title: str
+    intro: str = ""
+    sections: list[Section] = field(default_factory=list)
+
+    def section(self, title: str) -> Section:
+        s = Section(title)
+        self.sections.append(s)
+        return s
+
+    def render(self) -> str:
+        out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>",
+               f"<style>{_CSS}</style></head><body><h1>{html.escape(self.title)}</h1>"]
+        if self.intro:
+            out.append(f"<p class='note'>{html.escape(self.intro)}</p>")
+        for s in self.sections:
+            out.append(f"<h2>{html.escape(s.title)}</h2>")
+            out += [f"<p>{html.escape(p)}</p>" for p in s.paragraphs]
+            for caption, header, rows in s.tables:
+                out.append(f"<table><caption>{html.escape(caption)}</caption><tr>")
+                out += [f"<th>{html.escape(str(h))}</th>" for h in header]
+                out.append("</tr>")
+                for row in rows:
+                    out.append("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>")
+                out.append("</table>")
+            for path, caption in s.figures:
+                data = base64.b64encode(Path(path).read_bytes()).decode()
+                out.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(caption)}'>"
+                           f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+        out.append("</body></html>")
+        return "\n".join(out)
+
+    def write(self, path: str | Path) -> Path:
+        atomic_write_text(path, self.render())
+        return Path(path)
+
+
+def _fmt(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    return "" if value is None else str(value)
