@@ -1,0 +1,161 @@
+"""RAPTOR: the token-wise parcellation head on a locked DINO backbone (ALAN paper, section 3).
+
+A three-layer perceptron applied to every last-layer patch token independently:
+
+    (1) LayerNorm, Linear D->D, dropout, GELU, skip connection
+    (2) LayerNorm, Linear D->D, dropout, ReLU, skip connection
+    (3) LayerNorm, Linear D->K, dropout            -> K logits (softmax = parcel probabilities)
+
+LayerNorm before each Linear, dropout 0.2 and the initialisation (Xavier, Kaiming, Xavier; zero
+biases) follow the reference code (github.com/AstraZeneca/UnlockingHeart, ``MarginalBlock``).
+For image-resolution output the K logits are bilinearly upsampled to the image size *before*
+softmax / argmax, as the paper states. Parcels are the argmax over K.
+
+The head optionally standardises its input tokens per channel (``token_mean`` / ``token_std``
+buffers, identity by default): the reference's ``standardize_dino_output`` option.
+"""
+
+from __future__ import annotations
+
+import math
+from pathlib import Path
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from alan.artifacts import load_artifact, save_artifact
+from alan.errors import ArtifactError
+
+KIND = "raptor_head"
+
+
+class _Block(nn.Module):
+    """LayerNorm -> Linear -> dropout -> activation, with an optional skip connection."""
+
+    def __init__(self, d_in: int, d_out: int, act: nn.Module | None, skip: bool, dropout: float, init: str):
+        super().__init__()
+        self.norm = nn.LayerNorm(d_in)
+        self.linear = nn.Linear(d_in, d_out)
+        self.dropout = nn.Dropout(dropout)
+        self.act = act if act is not None else nn.Identity()
+        self.skip = skip and d_in == d_out
+        getattr(nn.init, init)(self.linear.weight)
+        nn.init.zeros_(self.linear.bias)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        y = self.act(self.dropout(self.linear(self.norm(x))))
+        return x + y if self.skip else y
+
+
+class RaptorHead(nn.Module):
+    """Token-wise MLP: tokens (..., D) -> parcel logits (..., K).
+
+    Args:
+        embed_dim: D, the backbone's token width.
+        n_parcels: K, the number of parcel classes.
+        dropout: dropout after each Linear (reference: 0.2).
+    """
+
+    def __init__(self, embed_dim: int, n_parcels: int, dropout: float = 0.2):
+        super().__init__()
+        if n_parcels < 2:
+            raise ValueError(f"n_parcels must be >= 2, got {n_parcels}")
+        self.embed_dim = embed_dim
+        self.n_parcels = n_parcels
+        self.dropout = dropout
+        self.block1 = _Block(embed_dim, embed_dim, nn.GELU(), True, dropout, "xavier_uniform_")
+        self.block2 = _Block(embed_dim, embed_dim, nn.ReLU(), True, dropout, "kaiming_uniform_")
+        self.block3 = _Block(embed_dim, n_parcels, None, False, dropout, "xavier_uniform_")
+        self.register_buffer("token_mean", torch.zeros(embed_dim))
+        self.register_buffer("token_std", torch.ones(embed_dim))
+        self.hash: str | None = None
+        self.config: dict[str, Any] = {}
+
+    def standardise(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Per-channel token standardisation with the stored mean/std (identity unless set)."""
+        return (tokens - self.token_mean) / self.token_std
+
+    def forward(self, tokens: torch.Tensor, standardised: bool = False) -> torch.Tensor:
+        """Tokens (..., D) -> logits (..., K); set `standardised` if `tokens` already went through `standardise`."""
+        x = tokens if standardised else self.standardise(tokens)
+        return self.block3(self.block2(self.block1(x)))
+
+    @staticmethod
+    def grid_of(n_tokens: int) -> int:
+        g = math.isqrt(n_tokens)
+        if g * g != n_tokens:
+            raise ValueError(f"{n_tokens} tokens do not form a square grid")
+        return g
+
+    def _as_logits(self, x: torch.Tensor, is_logits: bool | None) -> torch.Tensor:
+        if is_logits is None:
+            if self.n_parcels == self.embed_dim:
+                raise ValueError("K == D: say whether the input is logits or tokens (is_logits=...)")
+            is_logits = x.shape[-1] == self.n_parcels
+        return x if is_logits else self(x)
+
+    def upsampled_logits(self, x: torch.Tensor, size: int | tuple[int, int], is_logits: bool | None = None) -> torch.Tensor:
+        """Tokens or logits (N, g*g, D|K) -> logits (N, K, H, W), bilinearly upsampled."""
+        logits = self._as_logits(x, is_logits)
+        n, t, k = logits.shape
+        g = self.grid_of(t)
+        grid = logits.transpose(1, 2).reshape(n, k, g, g)
+        size = (size, size) if isinstance(size, int) else tuple(size)
+        return F.interpolate(grid, size=size, mode="bilinear", align_corners=False)
+
+    def probabilities(self, x: torch.Tensor, size: int | tuple[int, int], is_logits: bool | None = None) -> torch.Tensor:
+        """Softmax over K of the upsampled logits: (N, K, H, W)."""
+        return self.upsampled_logits(x, size, is_logits).softmax(dim=1)
+
+    def parcels(self, x: torch.Tensor, size: int | tuple[int, int], is_logits: bool | None = None) -> torch.Tensor:
+        """Argmax over K of the upsampled logits: int64 (N, H, W)."""
+        return self.upsampled_logits(x, size, is_logits).argmax(dim=1)
+
+
+def save_head(head: RaptorHead, out_dir: str | Path, *, backbone_hash: str | None, loss: dict[str, Any] | None = None,
+              training: dict[str, Any] | None = None, meta: dict[str, Any] | None = None) -> str:
+    """Save `head` as a locked ``raptor_head`` artifact; returns (and sets) its content hash."""
+    tensors = {k: v for k, v in head.state_dict().items()}
+    config = {
+        "kind": KIND,
+        "embed_dim": head.embed_dim,
+        "n_parcels": head.n_parcels,
+        "dropout": head.dropout,
+        "backbone_hash": backbone_hash,
+        "loss": loss or {},
+        "training": training or {},
+        "meta": meta or {},
+    }
+    head.hash = save_artifact(out_dir, tensors, config)
+    head.config = {**config, "hash": head.hash}
+    return head.hash
+
+
+def resolve_head_dir(path: str | Path) -> Path:
+    """An artifact folder, or a ``raptor train`` run folder holding one in ``head/``."""
+    path = Path(path)
+    if not (path / "config.json").is_file() and (path / "head" / "config.json").is_file():
+        return path / "head"
+    return path
+
+
+def load_head(path: str | Path, backbone: Any = None) -> RaptorHead:
+    """Load a ``raptor_head`` artifact (in eval mode). With `backbone`, refuse one of another hash or width."""
+    path = resolve_head_dir(path)
+    tensors, config = load_artifact(path, KIND)
+    if backbone is not None:
+        want, got = config.get("backbone_hash"), getattr(backbone, "hash", None)
+        if want != got:
+            raise ArtifactError(f"{path}: head was trained on backbone {want}, but the given backbone is {got}")
+        if getattr(backbone, "embed_dim", config["embed_dim"]) != config["embed_dim"]:
+            raise ArtifactError(f"{path}: head expects {config['embed_dim']}-channel tokens, backbone gives {backbone.embed_dim}")
+    head = RaptorHead(config["embed_dim"], config["n_parcels"], config.get("dropout", 0.2))
+    try:
+        head.load_state_dict(tensors, strict=True)
+    except RuntimeError as e:
+        raise ArtifactError(f"{path}: weights do not fit a RAPTOR head ({str(e).splitlines()[0]})") from None
+    head.hash = config["hash"]
+    head.config = config
+    return head.eval()
