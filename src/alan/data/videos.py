@@ -71,7 +71,7 @@ def read(root: Path) -> Dataset:
             raise fail(root, "empty folder: no AVI, MP4 or DICOM files found")
     rel = [f.relative_to(base) for f in files]
     stems = Counter(r.with_suffix("").as_posix() for r in rel)
-    records, skipped = [], Counter()
+    records, skipped, first_skipped = [], Counter(), None
     for path, r in zip(files, rel):
         rid = r.with_suffix("").as_posix()
         rid = rid if stems[rid] == 1 else r.as_posix()
@@ -79,6 +79,7 @@ def read(root: Path) -> Dataset:
             record = _dicom_record(path, rid)
             if record is None:
                 skipped["DICOM file without image data"] += 1
+                first_skipped = first_skipped or r.as_posix()
                 continue
         else:
             info = video_info(path)
@@ -87,7 +88,8 @@ def read(root: Path) -> Dataset:
                             source=str(path), meta={"FPS": info["fps"]})
         records.append(record)
     if not records:
-        raise fail(root, "no readable video or DICOM image found")
+        raise fail(root, f"no video or DICOM image found ({first_skipped} and any other DICOM files "
+                         "here hold no image data)")
     return Dataset(format="videos", root=root, records=records, skipped=dict(skipped))
 
 
