@@ -1,0 +1,138 @@
+"""ED/ES arrays, heart masks and the segmented input on Records with known content."""
+
+import numpy as np
+import pytest
+from skimage.morphology import dilation
+from skimage.morphology import disk as sk_disk
+
+from alan.data.cmr import (AlanMasks, FrameDataset, GroundTruthMasks, dilate, heart_mask, load_cine_frames,
+                           load_slices, normalise_intensity, to_square)
+from alan.errors import DataError
+from alan.records import Record
+
+
+def _record(i, h=16, w=16, t=5, ed=0, es=3, empty_es=False, masks=True, seed=0):
+    rng = np.random.default_rng(seed + i)
+    cine = rng.integers(0, 1000, size=(t, h, w)).astype(np.int16)
+    lv = np.zeros((h, w), bool)
+    lv[5:9, 5:9] = True
+    myo = np.zeros((h, w), bool)
+    myo[4:10, 4] = True
+    rv = np.zeros((h, w), bool)
+    rv[5:8, 10:12] = True
+    la = np.zeros((h, w), bool)
+    la[0:2, 0:2] = True  # not part of the heart mask
+    m_ed = {"LV": lv, "MYO": myo, "RV": rv, "LA": la}
+    m_es = {"LV": np.zeros_like(lv), "MYO": np.zeros_like(lv), "RV": np.zeros_like(lv)} if empty_es else \
+        {"LV": lv[::-1].copy(), "MYO": myo, "RV": rv}
+    return Record(id=f"p{i}_s0", load_frames=lambda: cine, n_frames=t, height=h, width=w,
+                  load_masks=(lambda: {ed: m_ed, es: m_es}) if masks else None, annotated=(ed, es) if masks else (),
+                  ed=ed, es=es, label=["A", "B"][i % 2], split="train", patient=f"p{i}")
+
+
+def test_heart_mask_is_union_of_lv_myo_rv_only():
+    r = _record(0)
+    m = r.masks[0]
+    got = heart_mask(m)
+    assert np.array_equal(got, m["LV"] | m["MYO"] | m["RV"])
+    assert not got[0, 0]  # LA excluded
+    with pytest.raises(KeyError):
+        heart_mask({"LA": m["LA"]})
+
+
+@pytest.mark.parametrize("margin", [0, 1, 3])
+def test_dilate_matches_skimage(margin):
+    m = _record(0).masks[0]["LV"]
+    want = dilation(m, sk_disk(margin)).astype(bool) if margin else m
+    assert np.array_equal(dilate(m, margin), want)
+    stack = np.stack([m, m[::-1]])
+    assert np.array_equal(dilate(stack, margin)[1], dilate(m[::-1], margin))
+
+
+def test_segmented_input_is_image_times_mask_at_ed_and_es():
+    recs = [_record(i) for i in range(3)]
+    data = load_slices(recs, size=16, mask_source=GroundTruthMasks())
+    for i, r in enumerate(recs):
+        x = normalise_intensity(r.frames)
+        for k, f in enumerate((r.ed, r.es)):
+            m = heart_mask(r.masks[f])
+            assert np.array_equal(data.masks[i, k], m)
+            full = np.clip(np.rint(x[f] * 255), 0, 255).astype(np.uint8)
+            assert np.array_equal(data.full[i, k], full)
+            assert np.array_equal(data.segmented[i, k], np.where(m, full, 0))
+    assert list(data.labels) == ["A", "B", "A"] and list(data.patients) == ["p0", "p1", "p2"]
+    assert data.images("segmented") is data.segmented and data.images("full") is data.full
+
+
+def test_margin_dilates_the_applied_mask_and_empty_slices_are_dropped():
+    recs = [_record(0), _record(1, empty_es=True)]
+    data = load_slices(recs, size=16, mask_source=GroundTruthMasks(), margin=2)
+    assert len(data) == 1 and data.skipped == {"empty heart mask at ED or ES": 1}
+    m = dilation(heart_mask(recs[0].masks[0]), sk_disk(2)).astype(bool)
+    assert np.array_equal(data.masks[0, 0], m)
+    assert (data.segmented[0, 0][~m] == 0).all()
+
+
+def test_non_square_frames_are_padded_centred_and_resized():
+    r = _record(0, h=12, w=16)
+    data = load_slices([r], size=8, mask_source=GroundTruthMasks())
+    assert data.full.shape == (1, 2, 8, 8)
+    pad = to_square(np.ones((1, 12, 16), np.float32), 16)
+    assert pad[0, :2].sum() == 0 and pad[0, -2:].sum() == 0 and pad[0, 2:14].all()
+    assert data.masks.dtype == bool
+
+
+def test_full_only_without_masks_and_segmented_needs_a_source():
+    data = load_slices([_record(0, masks=False)], size=16)
+    assert data.segmented is None
+    with pytest.raises(DataError, match="mask source"):
+        data.images("segmented")
+    with pytest.raises(DataError, match="no ground-truth masks"):
+        load_slices([_record(0, masks=False)], size=16, mask_source=GroundTruthMasks())
+
+
+def test_gt_masks_for_unannotated_cine_frames_are_the_union():
+    r = _record(0)
+    m = GroundTruthMasks()(r, [0, 1, 3], r.frames)
+    assert np.array_equal(m[1], heart_mask(r.masks[0]) | heart_mask(r.masks[3]))
+    frames = load_cine_frames([r, _record(1)], size=16, input="segmented", mask_source=GroundTruthMasks())
+    assert frames.shape == (10, 16, 16) and frames.dtype == np.uint8
+    assert (frames[1][~m[1]] == 0).all()
+    ds = FrameDataset(frames)
+    assert len(ds) == 10 and tuple(ds[0].shape) == (1, 16, 16)
+
+
+class _FakeP2S:
+    def __init__(self, k):
+        self.k, self.target = k, f"class{k}"
+
+    def predict(self, parcels):
+        return parcels == self.k
+
+
+def test_alan_mask_source_ors_parcel_to_segment_predictions():
+    r = _record(0)
+    seen = {}
+
+    def fake_parcels(backbone, head, frames, batch_size):
+        seen["frames"], seen["bs"] = frames, batch_size
+        p = np.zeros(frames.shape, np.int64)
+        p[:, 2:6, 2:6] = 1
+        p[:, 8:12, 8:12] = 2
+        return p
+
+    src = AlanMasks("bb", "hd", [_FakeP2S(1), _FakeP2S(2)], batch_size=7, parcels_fn=fake_parcels)
+    data = load_slices([r], size=16, mask_source=src)
+    assert seen["bs"] == 7 and seen["frames"].shape == (2, 16, 16)
+    assert seen["frames"].min() >= 0 and seen["frames"].max() <= 1  # normalised frames go to the backbone
+    want = np.zeros((16, 16), bool)
+    want[2:6, 2:6] = want[8:12, 8:12] = True
+    assert np.array_equal(data.masks[0, 0], want) and np.array_equal(data.masks[0, 1], want)
+    assert data.mask_config["source"] == "alan" and data.mask_config["targets"] == ["class1", "class2"]
+
+
+def test_normalise_intensity_percentile_scaling():
+    x = np.arange(1000, dtype=np.int16).reshape(10, 10, 10)
+    y = normalise_intensity(x, percentile=50)
+    assert y.dtype == np.float32 and y.max() == 1.0 and y.min() == 0.0
+    assert y.reshape(-1)[250] == pytest.approx(250 / np.percentile(x, 50))
