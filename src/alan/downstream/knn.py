@@ -1,0 +1,138 @@
+"""Weighted k-nearest-neighbour classifier on L2-normalised features (DINO's eval_knn).
+
+ALAN paper, section 4.3; METHODS A4 (Caron et al., DINO; Wu et al. 2018). For a query q the
+score of class c is the sum, over its k nearest bank entries by cosine similarity s_i, of
+exp(s_i / T) [label_i = c]; scores are normalised to sum to 1. T = 0.07 as in DINO.
+
+Queries are processed in chunks (one float32 matmul + topk each) so the similarity matrix never
+exceeds ~`chunk_size` x bank rows; works for any number of queries and classes, and clips k to
+the bank size (DINO's script crashes below 100 queries or 5 classes).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.utils.validation import check_is_fitted
+
+from alan.artifacts import load_artifact, save_artifact
+from alan.downstream import check_provenance
+from alan.errors import ArtifactError
+
+KIND = "knn_bank"
+FORMAT_VERSION = 1
+_SIM_BUDGET = 1 << 24  # similarities per chunk when chunk_size is None (64 MiB of float32)
+
+
+class WeightedKNN(ClassifierMixin, BaseEstimator):
+    """DINO's weighted kNN: k neighbours by cosine, votes exp(cos / temperature).
+
+    `chunk_size` queries are scored at once (None: as many as keep the similarity block near
+    16M entries). Learnt: `bank_` (N,D) float32 L2-normalised, `labels_` (N,) indices into
+    `classes_`, `provenance_`.
+    """
+
+    def __init__(self, k: int = 20, temperature: float = 0.07, chunk_size: int | None = None):
+        self.k = k
+        self.temperature = temperature
+        self.chunk_size = chunk_size
+
+    def fit(self, features: Any, labels: Any, provenance: Mapping[str, Any] | None = None) -> WeightedKNN:
+        x = _as_features(features)
+        y = np.asarray(labels)
+        if y.ndim != 1 or len(y) != len(x):
+            raise ValueError(f"labels must be 1-D with {len(x)} entries, got shape {y.shape}")
+        if len(x) == 0:
+            raise ValueError("cannot fit a kNN classifier on an empty bank")
+        if self.k < 1:
+            raise ValueError(f"k must be >= 1, got {self.k}")
+        self.classes_, self.labels_ = np.unique(y, return_inverse=True)
+        self.bank_ = F.normalize(x, dim=1).numpy()
+        self.n_features_in_ = x.shape[1]
+        self.provenance_ = dict(provenance or {})
+        self._path: Path | None = None
+        return self
+
+    def predict_proba(self, features: Any) -> np.ndarray:
+        """Normalised class scores (n_queries, n_classes), columns in the order of `classes_`."""
+        check_is_fitted(self, "bank_")
+        q = _as_features(features)
+        if q.shape[1] != self.bank_.shape[1]:
+            raise ValueError(f"features have {q.shape[1]} dimensions, the bank {self.bank_.shape[1]}")
+        bank = torch.from_numpy(self.bank_)
+        labels = torch.from_numpy(self.labels_.astype(np.int64))
+        n_classes = len(self.classes_)
+        k = min(int(self.k), len(bank))
+        chunk = self.chunk_size or max(1, _SIM_BUDGET // len(bank))
+        out = torch.empty((len(q), n_classes), dtype=torch.float32)
+        with torch.no_grad():
+            for start in range(0, len(q), chunk):
+                qc = F.normalize(q[start : start + chunk], dim=1)
+                sims, idx = (qc @ bank.T).topk(k, dim=1)
+                # exp((s - s_max) / T): same normalised scores, no overflow for small T.
+                w = torch.exp((sims - sims[:, :1]) / self.temperature)
+                scores = torch.zeros((len(qc), n_classes), dtype=torch.float32)
+                scores.scatter_add_(1, labels[idx], w)
+                out[start : start + chunk] = scores / scores.sum(1, keepdim=True)
+        return out.numpy()
+
+    def predict(self, features: Any) -> np.ndarray:
+        """The class with the highest score for each query."""
+        return self.classes_[self.predict_proba(features).argmax(1)]
+
+    def check_provenance(self, provenance: Mapping[str, Any] | None) -> None:
+        """Raise `ArtifactError` if `provenance` (e.g. the backbone hash) differs from the fit's."""
+        check_is_fitted(self, "bank_")
+        check_provenance(self.provenance_, provenance, what="kNN bank", path=getattr(self, "_path", None))
+
+    def save(self, path: str | Path) -> str:
+        """Save the bank as a locked artifact (safetensors + JSON, kind "knn_bank"); returns its hash."""
+        check_is_fitted(self, "bank_")
+        config = {
+            "kind": KIND,
+            "format_version": FORMAT_VERSION,
+            "k": int(self.k),
+            "temperature": float(self.temperature),
+            "chunk_size": self.chunk_size,
+            "classes": [c.item() if isinstance(c, np.generic) else c for c in self.classes_],
+            "n_bank": int(len(self.bank_)),
+            "dim": int(self.bank_.shape[1]),
+            "provenance": self.provenance_,
+        }
+        tensors = {"bank": torch.from_numpy(self.bank_), "labels": torch.from_numpy(self.labels_.astype(np.int64))}
+        return save_artifact(path, tensors, config)
+
+    @classmethod
+    def load(cls, path: str | Path) -> WeightedKNN:
+        """Load a bank saved by `save` (its hash and kind are verified)."""
+        tensors, config = load_artifact(path, kind=KIND)
+        if config.get("format_version") != FORMAT_VERSION:
+            raise ArtifactError(f"{path}: unsupported knn_bank format_version {config.get('format_version')!r}")
+        try:
+            model = cls(k=int(config["k"]), temperature=float(config["temperature"]), chunk_size=config.get("chunk_size"))
+            bank, labels = tensors["bank"], tensors["labels"]
+            classes = np.asarray(config["classes"])
+        except KeyError as e:
+            raise ArtifactError(f"{path}: knn_bank artifact lacks {e}") from None
+        if bank.ndim != 2 or labels.shape != (len(bank),) or (len(labels) and int(labels.max()) >= len(classes)):
+            raise ArtifactError(f"{path}: knn_bank tensors do not match its config")
+        model.bank_ = bank.to(torch.float32).numpy()
+        model.labels_ = labels.numpy().astype(np.int64)
+        model.classes_ = classes
+        model.n_features_in_ = bank.shape[1]
+        model.provenance_ = dict(config.get("provenance") or {})
+        model._path = Path(path)
+        return model
+
+
+def _as_features(features: Any) -> torch.Tensor:
+    x = torch.as_tensor(np.asarray(features) if not isinstance(features, torch.Tensor) else features)
+    if x.ndim != 2:
+        raise ValueError(f"features must be (N, D), got shape {tuple(x.shape)}")
+    return x.detach().to("cpu", torch.float32)

@@ -1,0 +1,497 @@
+"""Parcel-to-segment: a segment (LV, LA) as the union of *interior* parcel classes.
+
+ALAN paper, section 3.2 and 4.2 (Majchrowska et al.); METHODS A3. The only learnt parameters
+are K booleans. Fit (identification), on parcel maps with ground-truth masks:
+
+- a *region* is a 4-connected component of one parcel class in one frame;
+- a region *overlaps* the target when >= `overlap` (75%) of its pixels lie inside the mask;
+- a class *overlaps in a frame* when at least one of its regions there overlaps;
+- a class is *interior* when it overlaps in >= `hit_rate` (50%) of the frames where it is
+  present AND is present in >= `presence` (30%) of all frames of the fitting set.
+
+Predict, each step switchable for ablations:
+union of interior classes -> the 4-connected component holding the most interior regions (tie:
+larger area) -> enclaves (holes of that component, i.e. groups of exterior regions bordered only
+by the component and not by the image edge, made of at most `enclave_cutoff` regions) ->
+binary closing with disk(`closing_radius`) -> active contour on each component's outer contour
+(skimage, on the mask smoothed by a Gaussian of `snake_sigma`) filled as a polygon -> holes
+filled. See docs/downstream.md for every interpretation choice.
+
+Everything but the snake runs on whole stacks at once (labelling with no links across frames,
+bincount statistics); the snake is skimage's and runs per frame.
+"""
+
+from __future__ import annotations
+
+import json
+import math
+from collections.abc import Iterator, Mapping
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+from scipy import ndimage
+from sklearn.base import BaseEstimator
+from sklearn.utils.validation import check_is_fitted
+from skimage import draw, measure, morphology
+from skimage.segmentation import active_contour
+
+from alan.artifacts import atomic_write_json
+from alan.downstream import check_provenance
+from alan.errors import ArtifactError
+
+FORMAT = "alan.parcel_to_segment"
+FORMAT_VERSION = 1
+CHUNK = 512  # frames per vectorised pass: bounds memory, keeps the arrays cache-sized
+
+# 4-connectivity inside each frame, nothing across frames.
+_PLANE4 = np.zeros((3, 3, 3), dtype=bool)
+_PLANE4[1] = ndimage.generate_binary_structure(2, 1)
+
+_HYPER = (
+    "overlap", "hit_rate", "presence", "min_region_size", "n_parcels", "target",
+    "largest_component", "enclaves", "enclave_cutoff", "closing", "closing_radius",
+    "snake", "snake_alpha", "snake_beta", "snake_gamma", "snake_max_num_iter", "snake_w_edge",
+    "snake_sigma", "fill", "median_radius",
+)
+
+
+class ParcelToSegment(BaseEstimator):
+    """Segment a target as the union of interior parcel classes, with shape post-processing.
+
+    Parameters (paper defaults): overlap=0.75, hit_rate=0.5, presence=0.3, enclave_cutoff=8,
+    closing_radius=10, snake beta=0.2, gamma=0.01, max_num_iter=10, w_edge=1. `snake_alpha`
+    is skimage's default (the paper gives none; the reference code used 0), `snake_sigma`=3 the
+    reference's Gaussian on the mask. `min_region_size` (1 = off; the reference used 10) ignores
+    smaller regions in the overlap test. `median_radius` (0 = off; the reference used 3) adds
+    a final median filter. `n_parcels` (K) is inferred as max label + 1 when None.
+    """
+
+    def __init__(
+        self,
+        overlap: float = 0.75,
+        hit_rate: float = 0.5,
+        presence: float = 0.3,
+        min_region_size: int = 1,
+        n_parcels: int | None = None,
+        target: str = "LV",
+        largest_component: bool = True,
+        enclaves: bool = True,
+        enclave_cutoff: int | None = 8,
+        closing: bool = True,
+        closing_radius: int = 10,
+        snake: bool = True,
+        snake_alpha: float = 0.01,
+        snake_beta: float = 0.2,
+        snake_gamma: float = 0.01,
+        snake_max_num_iter: int = 10,
+        snake_w_edge: float = 1.0,
+        snake_sigma: float = 3.0,
+        fill: bool = True,
+        median_radius: int = 0,
+    ):
+        self.overlap = overlap
+        self.hit_rate = hit_rate
+        self.presence = presence
+        self.min_region_size = min_region_size
+        self.n_parcels = n_parcels
+        self.target = target
+        self.largest_component = largest_component
+        self.enclaves = enclaves
+        self.enclave_cutoff = enclave_cutoff
+        self.closing = closing
+        self.closing_radius = closing_radius
+        self.snake = snake
+        self.snake_alpha = snake_alpha
+        self.snake_beta = snake_beta
+        self.snake_gamma = snake_gamma
+        self.snake_max_num_iter = snake_max_num_iter
+        self.snake_w_edge = snake_w_edge
+        self.snake_sigma = snake_sigma
+        self.fill = fill
+        self.median_radius = median_radius
+
+    # ------------------------------------------------------------------ fit (identification)
+    def fit(self, parcel_maps: Any, masks: Any, provenance: Mapping[str, Any] | None = None) -> ParcelToSegment:
+        """Identify the interior parcel classes from parcel maps (N,H,W) and masks (N,H,W)."""
+        parcels = _as_parcels(parcel_maps)
+        masks = np.asarray(masks)
+        if masks.ndim == 2:
+            masks = masks[None]
+        if masks.shape != parcels.shape:
+            raise ValueError(f"masks have shape {masks.shape}, parcel maps {parcels.shape}")
+        masks = masks.astype(bool, copy=False)
+        k = int(parcels.max()) + 1 if self.n_parcels is None else int(self.n_parcels)
+        if parcels.max() >= k:
+            raise ValueError(f"parcel label {int(parcels.max())} >= n_parcels={k}")
+        n = len(parcels)
+        n_present = np.zeros(k, np.int64)
+        n_overlapping = np.zeros(k, np.int64)
+        overlap_sum = np.zeros(k)
+        for sl in _chunks(n):
+            p, o, f = _identify(parcels[sl], masks[sl], k, self.overlap, self.min_region_size)
+            n_present += p
+            n_overlapping += o
+            overlap_sum += f
+        with np.errstate(invalid="ignore", divide="ignore"):
+            hit = np.where(n_present > 0, n_overlapping / np.maximum(n_present, 1), 0.0)
+            mean_overlap = np.where(n_present > 0, overlap_sum / n_present, np.nan)
+        presence = n_present / n if n else np.zeros(k)
+        identified = (n_present > 0) & (hit >= self.hit_rate) & (presence >= self.presence)
+        self.n_parcels_ = k
+        self.interior_ = identified.copy()
+        self.stats_ = {
+            "n_images": n,
+            "presence": presence,
+            "hit_rate": hit,
+            "mean_overlap": mean_overlap,
+            "n_present": n_present,
+            "n_overlapping": n_overlapping,
+            "identified": identified,
+        }
+        self.provenance_ = dict(provenance or {})
+        self._path: Path | None = None
+        return self
+
+    @property
+    def interior_parcels_(self) -> list[int]:
+        """The interior parcel ids (the same K booleans as a list)."""
+        check_is_fitted(self, "interior_")
+        return [int(i) for i in np.flatnonzero(self.interior_)]
+
+    # ------------------------------------------------------------------ predict
+    def predict(self, parcel_maps: Any) -> np.ndarray:
+        """Masks bool (N,H,W) (or (H,W) for one frame); a frame without interior parcels is empty."""
+        check_is_fitted(self, "interior_")
+        raw = np.asarray(parcel_maps)
+        parcels = _as_parcels(raw)
+        if parcels.size and parcels.max() >= self.n_parcels_:
+            raise ValueError(f"parcel label {int(parcels.max())} >= n_parcels={self.n_parcels_} of this model")
+        out = np.zeros(parcels.shape, dtype=bool)
+        for sl in _chunks(len(parcels)):
+            out[sl] = self._predict_stack(parcels[sl])
+        return out[0] if raw.ndim == 2 else out
+
+    def score(self, parcel_maps: Any, masks: Any) -> float:
+        """Mean DICE of `predict(parcel_maps)` against `masks`."""
+        from alan.metrics import dice
+
+        return float(np.mean(dice(self.predict(parcel_maps), np.asarray(masks, dtype=bool))))
+
+    def _predict_stack(self, parcels: np.ndarray) -> np.ndarray:
+        mask = self.interior_[parcels]
+        if not mask.any():
+            return mask
+        if self.largest_component or self.enclaves:
+            regions, region_frame = _label_regions(parcels, self.n_parcels_)
+        if self.largest_component:
+            mask = _keep_best_component(mask, regions, region_frame)
+        if self.enclaves:
+            mask = _add_enclaves(mask, regions, len(region_frame), self.enclave_cutoff)
+        if self.closing and self.closing_radius > 0:
+            mask = binary_closing_disk(mask, int(self.closing_radius))
+        if self.snake:
+            mask = self._snake_stack(mask)
+        if self.fill:
+            mask = fill_holes(mask)
+        if self.median_radius and self.median_radius > 0:
+            r = int(self.median_radius)
+            mask = ndimage.median_filter(mask.view(np.uint8), footprint=morphology.disk(r)[None].astype(bool)) > 0
+        return mask
+
+    def _snake_stack(self, mask: np.ndarray) -> np.ndarray:
+        out = np.zeros_like(mask)
+        frames = np.flatnonzero(mask.reshape(len(mask), -1).any(1))
+        if len(frames) == 0:
+            return out
+        smooth = ndimage.gaussian_filter(
+            mask[frames].astype(np.float32), sigma=(0, self.snake_sigma, self.snake_sigma), mode="nearest", truncate=4.0
+        )
+        for i, f in enumerate(frames):
+            out[f] = snake_mask(
+                mask[f], smooth[i], alpha=self.snake_alpha, beta=self.snake_beta, gamma=self.snake_gamma,
+                w_edge=self.snake_w_edge, max_num_iter=self.snake_max_num_iter,
+            )
+        return out
+
+    # ------------------------------------------------------------------ persistence
+    def check_provenance(self, provenance: Mapping[str, Any] | None) -> None:
+        """Raise `ArtifactError` if `provenance` (e.g. backbone/head hashes) differs from the fit's."""
+        check_is_fitted(self, "interior_")
+        check_provenance(
+            self.provenance_, provenance, what=f"parcel-to-segment model ({self.target})", path=getattr(self, "_path", None)
+        )
+
+    def to_dict(self) -> dict[str, Any]:
+        check_is_fitted(self, "interior_")
+        stats = self.stats_
+        return {
+            "format": FORMAT,
+            "format_version": FORMAT_VERSION,
+            "target": self.target,
+            "n_parcels": self.n_parcels_,
+            "interior_parcels": self.interior_parcels_,
+            "note": (
+                "interior_parcels is what the model uses and may be edited by hand; "
+                "stats.identified is what fitting found (kept for the record)"
+            ),
+            "hyperparameters": {name: getattr(self, name) for name in _HYPER},
+            "provenance": self.provenance_,
+            "stats": {
+                "n_images": int(stats["n_images"]),
+                "identified": [bool(b) for b in stats["identified"]],
+                "presence": _floats(stats["presence"]),
+                "hit_rate": _floats(stats["hit_rate"]),
+                "mean_overlap": _floats(stats["mean_overlap"]),
+                "n_present": [int(v) for v in stats["n_present"]],
+                "n_overlapping": [int(v) for v in stats["n_overlapping"]],
+            },
+        }
+
+    def to_json(self, path: str | Path) -> None:
+        """Write the model as a small human-readable JSON file (atomically)."""
+        atomic_write_json(path, self.to_dict())
+
+    @classmethod
+    def from_json(cls, path: str | Path) -> ParcelToSegment:
+        """Load a model written by `to_json`; `interior_parcels` (possibly hand-edited) is used."""
+        path = Path(path)
+        try:
+            doc = json.loads(path.read_text())
+        except FileNotFoundError:
+            raise ArtifactError(f"{path}: no such parcel-to-segment model file") from None
+        except json.JSONDecodeError as e:
+            raise ArtifactError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
+        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+            raise ArtifactError(f"{path}: not a parcel-to-segment model (format != {FORMAT!r})")
+        if doc.get("format_version") != FORMAT_VERSION:
+            raise ArtifactError(f"{path}: unsupported format_version {doc.get('format_version')!r} (expected {FORMAT_VERSION})")
+        try:
+            k = int(doc["n_parcels"])
+            ids = [int(i) for i in doc["interior_parcels"]]
+            hyper = {name: v for name, v in doc.get("hyperparameters", {}).items() if name in _HYPER}
+            stats = doc.get("stats", {})
+        except (KeyError, TypeError, ValueError) as e:
+            raise ArtifactError(f"{path}: malformed parcel-to-segment model ({e})") from None
+        bad = [i for i in ids if not 0 <= i < k]
+        if bad:
+            raise ArtifactError(f"{path}: interior_parcels {bad} outside 0..{k - 1}")
+        hyper["target"] = doc.get("target", hyper.get("target", "LV"))
+        model = cls(**hyper)
+        model.n_parcels_ = k
+        model.interior_ = np.zeros(k, dtype=bool)
+        model.interior_[ids] = True
+
+        def arr(name: str, dtype: Any, fill: Any) -> np.ndarray:
+            v = stats.get(name)
+            if v is None or len(v) != k:
+                return np.full(k, fill, dtype=dtype)
+            return np.array([fill if x is None else x for x in v], dtype=dtype)
+
+        model.stats_ = {
+            "n_images": int(stats.get("n_images", 0)),
+            "presence": arr("presence", float, np.nan),
+            "hit_rate": arr("hit_rate", float, np.nan),
+            "mean_overlap": arr("mean_overlap", float, np.nan),
+            "n_present": arr("n_present", np.int64, 0),
+            "n_overlapping": arr("n_overlapping", np.int64, 0),
+            "identified": arr("identified", bool, False),
+        }
+        model.provenance_ = dict(doc.get("provenance") or {})
+        model._path = path
+        return model
+
+    @property
+    def hand_edited_(self) -> list[int]:
+        """Parcel ids whose interior flag differs from what fitting identified."""
+        check_is_fitted(self, "interior_")
+        return [int(i) for i in np.flatnonzero(self.interior_ != self.stats_["identified"])]
+
+
+# ---------------------------------------------------------------------- vectorised pieces
+def _as_parcels(parcel_maps: Any) -> np.ndarray:
+    p = np.asarray(parcel_maps)
+    if p.ndim == 2:
+        p = p[None]
+    if p.ndim != 3:
+        raise ValueError(f"parcel maps must be (N,H,W) or (H,W), got shape {p.shape}")
+    if p.dtype.kind == "f":
+        if not np.all(p == np.round(p)):
+            raise ValueError("parcel maps must hold integer labels")
+        p = p.astype(np.int64)
+    elif p.dtype.kind not in "iub":
+        raise ValueError(f"parcel maps must hold integer labels, got dtype {p.dtype}")
+    if p.size and p.min() < 0:
+        raise ValueError("parcel labels must be >= 0")
+    return p
+
+
+def _chunks(n: int) -> Iterator[slice]:
+    for start in range(0, n, CHUNK):
+        yield slice(start, min(n, start + CHUNK))
+
+
+def _label_regions(parcels: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
+    """Regions (4-connected components of one class in one frame), labelled 1..R over the stack,
+    and the frame of each label (index 0 unused)."""
+    n = len(parcels)
+    # Adding k on odd frames makes neighbouring frames differ everywhere: no links across frames.
+    key = parcels.astype(np.int32) + (k * (np.arange(n, dtype=np.int32) % 2))[:, None, None]
+    regions = measure.label(key, background=-1, connectivity=1)
+    flat = regions.reshape(n, -1)
+    lo, hi = flat.min(1), flat.max(1)
+    n_regions = int(hi.max())
+    if lo[0] == 1 and np.all(lo[1:] == hi[:-1] + 1):  # labels are contiguous per frame (raster order)
+        frame = np.searchsorted(hi, np.arange(n_regions + 1), side="left")
+    else:
+        frame = np.zeros(n_regions + 1, dtype=np.int64)
+        frame[regions.ravel()] = np.repeat(np.arange(n), flat.shape[1])
+    return regions, frame
+
+
+def _identify(
+    parcels: np.ndarray, masks: np.ndarray, k: int, overlap: float, min_size: int
+) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Per class: frames present, frames overlapping, and the summed per-frame inside fraction."""
+    n = len(parcels)
+    regions, frame = _label_regions(parcels, k)
+    flat = regions.ravel()
+    r = len(frame)
+    size = np.bincount(flat, minlength=r)
+    inside = np.bincount(flat[masks.ravel()], minlength=r)
+    cls = np.zeros(r, dtype=np.int64)
+    cls[flat] = parcels.ravel()
+    ids = np.arange(1, r)
+    frac = inside[ids] / size[ids]
+    ok = ids[(frac >= overlap) & (size[ids] >= min_size)]
+    present = np.zeros((n, k), dtype=bool)
+    present[frame[ids], cls[ids]] = True
+    overlapping = np.zeros((n, k), dtype=bool)
+    overlapping[frame[ok], cls[ok]] = True
+    key = frame[ids] * k + cls[ids]
+    pix = np.bincount(key, weights=size[ids], minlength=n * k).reshape(n, k)
+    ins = np.bincount(key, weights=inside[ids], minlength=n * k).reshape(n, k)
+    with np.errstate(invalid="ignore", divide="ignore"):
+        class_frac = np.where(pix > 0, ins / np.maximum(pix, 1), 0.0)
+    return present.sum(0), overlapping.sum(0), class_frac.sum(0)
+
+
+def _keep_best_component(mask: np.ndarray, regions: np.ndarray, region_frame: np.ndarray) -> np.ndarray:
+    """Per frame, keep the 4-connected component of `mask` with the most regions (tie: larger
+    area, then first in raster order). `mask` is a union of whole regions."""
+    comp, n_comp = ndimage.label(mask, structure=_PLANE4)
+    if n_comp <= 1:
+        return mask
+    sel = mask.ravel()
+    comp_of_region = np.zeros(len(region_frame), dtype=np.int64)
+    comp_of_region[regions.ravel()[sel]] = comp.ravel()[sel]
+    n_regions = np.bincount(comp_of_region, minlength=n_comp + 1)
+    n_regions[0] = 0
+    area = np.bincount(comp.ravel(), minlength=n_comp + 1)
+    comp_frame = np.full(n_comp + 1, -1, dtype=np.int64)
+    inner = np.flatnonzero(comp_of_region)
+    comp_frame[comp_of_region[inner]] = region_frame[inner]
+    ids = np.arange(1, n_comp + 1)
+    order = ids[np.lexsort((-ids, area[ids], n_regions[ids], comp_frame[ids]))]
+    f = comp_frame[order]
+    last = np.r_[f[1:] != f[:-1], True]
+    keep = np.zeros(n_comp + 1, dtype=bool)
+    keep[order[last]] = True
+    return keep[comp]
+
+
+def _holes(mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """4-connected components of the background per frame, and which of them are holes (touch
+    no image edge)."""
+    bg, n_bg = ndimage.label(~mask, structure=_PLANE4)
+    edge = np.concatenate([bg[:, 0].ravel(), bg[:, -1].ravel(), bg[:, :, 0].ravel(), bg[:, :, -1].ravel()])
+    is_hole = np.ones(n_bg + 1, dtype=bool)
+    is_hole[edge] = False
+    is_hole[0] = False
+    return bg, is_hole
+
+
+def _add_enclaves(mask: np.ndarray, regions: np.ndarray, n_labels: int, cutoff: int | None) -> np.ndarray:
+    """Add holes of `mask` (a union of whole regions, labelled 1..n_labels-1 in `regions`) made of
+    at most `cutoff` regions."""
+    bg, is_hole = _holes(mask)
+    if not is_hole.any():
+        return mask
+    if cutoff is not None:
+        outside = ~mask.ravel()
+        hole_of_region = np.zeros(n_labels, dtype=np.int64)
+        hole_of_region[regions.ravel()[outside]] = bg.ravel()[outside]
+        n_regions = np.bincount(hole_of_region, minlength=len(is_hole))
+        is_hole &= n_regions <= cutoff
+    return mask | is_hole[bg]
+
+
+def fill_holes(mask: np.ndarray) -> np.ndarray:
+    """Fill every hole (background not 4-connected to the image edge) of each frame of a stack."""
+    bg, is_hole = _holes(mask)
+    return mask | is_hole[bg] if is_hole.any() else mask
+
+
+def binary_closing_disk(mask: np.ndarray, radius: int) -> np.ndarray:
+    """Binary closing of each frame with skimage's disk(radius); pixels outside the image do not
+    erode (skimage's mode="ignore"), so the result always contains the input.
+
+    All frames go through OpenCV at once, stacked into one tall image with `radius` blank rows
+    between frames (blank for the dilation, set for the erosion), so nothing leaks across frames.
+    """
+    n, h, w = mask.shape
+    kernel = morphology.disk(radius).astype(np.uint8)
+    buf = np.zeros((n, h + radius, w), dtype=np.uint8)
+    buf[:, :h] = mask
+    grown = cv2.dilate(buf.reshape(n * (h + radius), w), kernel).reshape(n, h + radius, w)
+    grown[:, h:] = 1
+    closed = cv2.erode(grown.reshape(n * (h + radius), w), kernel).reshape(n, h + radius, w)
+    return closed[:, :h].astype(bool)
+
+
+def outer_contour(component: np.ndarray) -> np.ndarray:
+    """The outer boundary (rows, cols), at the 0.5 level, of a binary frame's largest shape;
+    closed, first point not repeated."""
+    contours = measure.find_contours(np.pad(component, 1).astype(np.float32), 0.5)
+    best = max(contours, key=lambda c: abs(_shoelace(c)))
+    return best[:-1] - 1.0 if np.allclose(best[0], best[-1]) else best - 1.0
+
+
+def snake_mask(
+    mask: np.ndarray,
+    image: np.ndarray,
+    *,
+    alpha: float = 0.01,
+    beta: float = 0.2,
+    gamma: float = 0.01,
+    w_edge: float = 1.0,
+    max_num_iter: int = 10,
+) -> np.ndarray:
+    """Refine each 4-connected component of one frame's `mask` with a Kass snake on `image`
+    (skimage.segmentation.active_contour, w_line=0), started on the component's outer contour,
+    and fill the resulting polygons."""
+    out = np.zeros(mask.shape, dtype=bool)
+    comp, n = ndimage.label(mask)
+    for i, sl in enumerate(ndimage.find_objects(comp), start=1):
+        part = comp[sl] == i
+        init = outer_contour(part) + np.array([sl[0].start, sl[1].start], dtype=float)
+        if len(init) < 4:
+            out[sl] |= part
+            continue
+        snake = active_contour(
+            image, init, alpha=alpha, beta=beta, gamma=gamma, w_line=0.0, w_edge=w_edge,
+            max_num_iter=max_num_iter, boundary_condition="periodic",
+        )
+        rr, cc = draw.polygon(snake[:, 0], snake[:, 1], shape=mask.shape)
+        out[rr, cc] = True
+    return out
+
+
+def _shoelace(c: np.ndarray) -> float:
+    y, x = c[:, 0], c[:, 1]
+    return 0.5 * float(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1)))
+
+
+def _floats(values: np.ndarray) -> list[float | None]:
+    return [None if not math.isfinite(float(v)) else round(float(v), 6) for v in values]

@@ -1,0 +1,360 @@
+"""ParcelToSegment on constructed parcel maps whose right answer is known, and against plain
+per-frame implementations of the same rules (skimage / scipy, one frame at a time)."""
+
+from __future__ import annotations
+
+import json
+import re
+
+import numpy as np
+import pytest
+from scipy import ndimage
+from skimage import measure, morphology
+from sklearn.base import clone
+from sklearn.exceptions import NotFittedError
+
+from alan.downstream import ParcelToSegment
+from alan.downstream import parcel_to_segment as p2s
+from alan.errors import ArtifactError
+from alan.metrics import dice
+
+OFF = dict(largest_component=False, enclaves=False, closing=False, snake=False, fill=False)
+CROSS = ndimage.generate_binary_structure(2, 1)
+
+
+def blobby(n: int, size: int = 112, k: int = 64, low: int = 14, seed: int = 0) -> np.ndarray:
+    """Random parcel maps made of blobs: argmax of upsampled random low-resolution scores."""
+    rng = np.random.default_rng(seed)
+    scores = rng.normal(size=(n, k, low, low)).astype(np.float32)
+    up = ndimage.zoom(scores, (1, 1, size / low, size / low), order=1)
+    return up.argmax(1)
+
+
+def ellipse(h: int, w: int, cy: float, cx: float, ry: float, rx: float) -> np.ndarray:
+    yy, xx = np.mgrid[:h, :w]
+    return ((yy - cy) / ry) ** 2 + ((xx - cx) / rx) ** 2 <= 1
+
+
+# ---------------------------------------------------------------- plain per-frame oracles
+def oracle_stats(parcels, masks, k, overlap=0.75):
+    """Identification statistics, frame by frame and class by class."""
+    n_present = np.zeros(k, int)
+    n_over = np.zeros(k, int)
+    for p, m in zip(parcels, masks):
+        for c in np.unique(p):
+            n_present[c] += 1
+            lab = measure.label(p == c, background=0, connectivity=1)
+            fracs = [m[lab == r].mean() for r in range(1, lab.max() + 1)]
+            n_over[c] += max(fracs) >= overlap
+    return n_present, n_over
+
+
+def oracle_predict(model, parcels):
+    """The predict rule without snake, one frame at a time, with a region graph built by loops."""
+    interior = set(np.flatnonzero(model.interior_).tolist())
+    out = []
+    for p in parcels:
+        # regions: (class, 4-connected component) pairs
+        regions = np.zeros(p.shape, int)
+        nxt = 1
+        for c in np.unique(p):
+            lab, n = ndimage.label(p == c, structure=CROSS)
+            regions[lab > 0] = lab[lab > 0] + nxt - 1
+            nxt += n
+        mask = np.isin(p, list(interior))
+        if model.largest_component and mask.any():
+            comp, n = ndimage.label(mask, structure=CROSS)
+            best = max(
+                range(1, n + 1),
+                key=lambda i: (len(np.unique(regions[comp == i])), int((comp == i).sum()), -i),
+            )
+            mask = comp == best
+        if model.enclaves:
+            bg, n = ndimage.label(~mask, structure=CROSS)
+            border = set(np.unique(np.r_[bg[0], bg[-1], bg[:, 0], bg[:, -1]]).tolist())
+            for i in range(1, n + 1):
+                if i not in border and len(np.unique(regions[bg == i])) <= model.enclave_cutoff:
+                    mask = mask | (bg == i)
+        if model.closing:
+            disk = morphology.disk(model.closing_radius)
+            mask = ndimage.binary_erosion(ndimage.binary_dilation(mask, disk), disk, border_value=1)
+        if model.fill:
+            mask = ndimage.binary_fill_holes(mask)
+        out.append(mask)
+    return np.array(out)
+
+
+# ---------------------------------------------------------------- identification (fit)
+def test_overlap_rule_is_applied_per_region():
+    h, w = 20, 20
+    mask = np.zeros((h, w), bool)
+    mask[:, :10] = True  # left half is the target
+    p = np.zeros((h, w), int)
+    p[2, 3:13] = 1  # 10 px, 7 inside: 70% -> not overlapping
+    p[5, 2:12] = 2  # 10 px, 8 inside: 80% -> overlapping
+    p[8, 7:11] = 3  # 4 px, 3 inside: exactly 75% -> overlapping (>=)
+    p[11, 0:4] = 4  # two regions of class 4: one fully inside (4 px) ...
+    p[14, 10:20] = 4  # ... one fully outside (10 px): the class overlaps in this frame
+    model = ParcelToSegment(**OFF).fit(np.stack([p] * 4), np.stack([mask] * 4))
+    assert model.interior_parcels_ == [2, 3, 4]
+    assert model.stats_["hit_rate"][1] == 0
+    assert model.stats_["mean_overlap"][1] == pytest.approx(0.7)
+    assert model.stats_["mean_overlap"][4] == pytest.approx(4 / 14)
+    # the threshold really moves the decision (the reference code's test never did)
+    assert ParcelToSegment(overlap=0.7).fit(p[None], mask[None]).interior_parcels_ == [1, 2, 3, 4]
+    assert ParcelToSegment(overlap=0.81).fit(p[None], mask[None]).interior_parcels_ == [4]
+
+
+def test_min_region_size_ignores_small_regions():
+    mask = np.zeros((10, 10), bool)
+    mask[:5] = True
+    p = np.zeros((10, 10), int)
+    p[1, 1:3] = 1  # 2 px, fully inside
+    p[2, 5:9] = 2  # 4 px, fully inside
+    assert ParcelToSegment().fit(p[None], mask[None]).interior_parcels_ == [1, 2]
+    assert ParcelToSegment(min_region_size=3).fit(p[None], mask[None]).interior_parcels_ == [2]
+
+
+def test_hit_rate_and_presence_thresholds():
+    # 10 frames, 20x40; target = top half. Each class is a 2x2 block in its own columns,
+    # placed inside (rows 2-3) or outside (rows 15-16) the target, or absent.
+    n, h, w = 10, 20, 40
+    schedule = {  # class: (frames present, of which inside)
+        1: (10, 5),  # hit 0.5 -> interior
+        2: (10, 4),  # hit 0.4 -> not
+        3: (3, 3),  # presence 0.3, hit 1 -> interior
+        4: (2, 2),  # presence 0.2 -> not
+        5: (0, 0),  # never present -> not
+    }
+    parcels = np.zeros((n, h, w), int)
+    masks = np.zeros((n, h, w), bool)
+    masks[:, :10] = True
+    for c, (present, inside) in schedule.items():
+        for f in range(present):
+            row = 2 if f < inside else 15
+            parcels[f, row : row + 2, 4 * c : 4 * c + 2] = c
+    assert ParcelToSegment().fit(parcels, masks).n_parcels_ == 5  # max label + 1
+    model = ParcelToSegment(n_parcels=6).fit(parcels, masks)
+    assert model.interior_parcels_ == [1, 3]
+    np.testing.assert_allclose(model.stats_["presence"][1:], [1.0, 1.0, 0.3, 0.2, 0.0])
+    np.testing.assert_allclose(model.stats_["hit_rate"][1:], [0.5, 0.4, 1.0, 1.0, 0.0])
+    assert ParcelToSegment(hit_rate=0.4).fit(parcels, masks).interior_parcels_ == [1, 2, 3]
+    assert ParcelToSegment(presence=0.2).fit(parcels, masks).interior_parcels_ == [1, 3, 4]
+
+
+def test_fit_statistics_match_per_frame_oracle(monkeypatch):
+    monkeypatch.setattr(p2s, "CHUNK", 7)  # several chunks
+    parcels = blobby(20, size=48, k=16, low=6, seed=1)
+    masks = np.stack([ellipse(48, 48, 24 + i % 3, 22, 14, 10) for i in range(20)])
+    model = ParcelToSegment(n_parcels=16).fit(parcels, masks)
+    n_present, n_over = oracle_stats(parcels, masks, 16)
+    np.testing.assert_array_equal(model.stats_["n_present"], n_present)
+    np.testing.assert_array_equal(model.stats_["n_overlapping"], n_over)
+    expected = (n_present > 0) & (n_over >= 0.5 * n_present) & (n_present >= 0.3 * 20)
+    np.testing.assert_array_equal(model.interior_, expected)
+    assert 0 < expected.sum() < 16  # the case is not trivial
+
+
+# ---------------------------------------------------------------- predict
+def fitted(interior, k, **params) -> ParcelToSegment:
+    """A model with a given interior set, fitted on a constructed frame for form's sake."""
+    model = ParcelToSegment(n_parcels=k, **params)
+    p = np.zeros((1, 4, 4), int)
+    model.fit(p, np.zeros((1, 4, 4), bool))
+    model.interior_ = np.isin(np.arange(k), interior)
+    return model
+
+
+def test_largest_component_counts_interior_regions():
+    p = np.zeros((40, 40), int)
+    p[2:6, 2:6], p[2:6, 6:10], p[2:6, 10:14] = 1, 2, 1  # blob A: 3 regions, 48 px
+    p[20:35, 20:35] = 2  # blob B: 1 region, 225 px
+    model = fitted([1, 2], 3, **{**OFF, "largest_component": True})
+    out = model.predict(p)
+    assert out.sum() == 48 and out[3, 3] and not out[25, 25]
+    # tie in region count -> the larger area wins
+    q = np.zeros((40, 40), int)
+    q[2:6, 2:6] = 1
+    q[20:30, 20:30] = 1
+    np.testing.assert_array_equal(model.predict(q), (q == 1) & (np.arange(40)[:, None] >= 20))
+    # switched off: both blobs stay
+    assert fitted([1, 2], 3, **OFF).predict(p).sum() == 48 + 225
+
+
+def ring_with_inside(n_inside: int) -> np.ndarray:
+    """Interior class 1 forms a square ring; the hole holds `n_inside` exterior regions."""
+    p = np.full((40, 40), 9)
+    p[5:35, 5:35] = 1
+    hole = np.zeros((20, 20), int)
+    cols = np.array_split(np.arange(20), n_inside)
+    for i, c in enumerate(cols):
+        hole[:, c] = 2 + i % 2  # alternating classes: each stripe is its own region
+    p[10:30, 10:30] = hole
+    return p
+
+
+def test_enclaves_fill_holes_of_at_most_cutoff_regions():
+    model = fitted([1], 10, **{**OFF, "largest_component": True, "enclaves": True})
+    for n_inside, filled in [(1, True), (8, True), (9, False)]:
+        out = model.predict(ring_with_inside(n_inside))
+        assert out[20, 20] == filled, n_inside
+        assert out.sum() == (900 if filled else 900 - 400)
+    assert fitted([1], 10, **{**OFF, "enclaves": True, "enclave_cutoff": 9}).predict(ring_with_inside(9))[20, 20]
+    assert not fitted([1], 10, **OFF).predict(ring_with_inside(1))[20, 20]  # switched off
+
+
+def test_enclave_touching_image_edge_is_not_added():
+    p = np.full((30, 30), 1)
+    p[0:10, 10:20] = 2  # an exterior bay open to the top edge
+    out = fitted([1], 3, **{**OFF, "enclaves": True}).predict(p)
+    assert not out[0:10, 10:20].any() and out.sum() == 900 - 100
+
+
+def test_closing_fills_a_thin_gap():
+    p = np.zeros((60, 60), int)
+    p[10:50, 10:50] = 1
+    p[28:31, 10:40] = 0  # a 3-px slit cut in from the left edge of the square
+    model = fitted([1], 2, **{**OFF, "closing": True, "closing_radius": 3})
+    out = model.predict(p)
+    assert out[28:31, 15:40].all()
+    assert not fitted([1], 2, **OFF).predict(p)[28:31, 15:40].any()
+
+
+def test_closing_matches_skimage_disk_closing():
+    masks = blobby(6, size=64, k=8, low=8, seed=3) == 0
+    for radius in (1, 4, 10):
+        ours = p2s.binary_closing_disk(masks, radius)
+        for f in range(len(masks)):
+            ref = morphology.closing(masks[f], morphology.disk(radius), mode="ignore")
+            np.testing.assert_array_equal(ours[f], ref)
+
+
+def jagged_disk(size=80, r=22, tooth=2, period=8):
+    yy, xx = np.mgrid[:size, :size] - size / 2
+    rad, ang = np.hypot(yy, xx), np.arctan2(yy, xx)
+    teeth = (np.floor(ang / (2 * np.pi) * 2 * np.pi * r / period) % 2) == 0
+    return (rad <= r) | ((rad <= r + tooth) & teeth)
+
+
+def test_snake_smooths_a_jagged_boundary_and_keeps_a_smooth_one():
+    model = fitted([1], 2, **{**OFF, "snake": True})
+    jag = jagged_disk()
+    out = model.predict(jag.astype(int))
+    assert measure.perimeter(out) < 0.85 * measure.perimeter(jag)
+    smooth = ellipse(80, 80, 40, 40, 22, 16)
+    out = model.predict(smooth.astype(int))
+    assert dice(out, smooth) > 0.97
+    np.testing.assert_array_equal(fitted([1], 2, **OFF).predict(jag.astype(int)), jag)
+
+
+def test_fill_and_median_switches():
+    p = np.ones((30, 30), int)
+    p[10:20, 10:20] = 0  # a hole of one exterior region
+    assert fitted([1], 2, **{**OFF, "fill": True}).predict(p).all()
+    assert not fitted([1], 2, **OFF).predict(p)[15, 15]
+    q = np.zeros((30, 30), int)
+    q[5:25, 5:25] = 1
+    q[15, 25:29] = 1  # a 1-px spur
+    out = fitted([1], 2, **{**OFF, "median_radius": 2}).predict(q)
+    assert not out[15, 27] and out[15, 15]
+
+
+def test_empty_frames_give_empty_masks():
+    p = np.zeros((3, 40, 40), int)
+    p[1, 10:30, 10:30] = 1
+    model = fitted([1], 2)  # every step on, snake included
+    out = model.predict(p)
+    assert out.shape == (3, 40, 40) and out.dtype == bool
+    assert not out[0].any() and not out[2].any() and out[1, 20, 20]
+    assert not model.predict(np.zeros((2, 40, 40), int)).any()
+    assert not fitted([], 2).predict(p).any()
+
+
+def test_predict_matches_per_frame_oracle_and_frames_do_not_interact(monkeypatch):
+    monkeypatch.setattr(p2s, "CHUNK", 5)
+    parcels = blobby(12, size=64, k=12, low=6, seed=2)
+    model = fitted([0, 3, 5, 7], 12, snake=False, closing_radius=4)
+    np.testing.assert_array_equal(model.predict(parcels), oracle_predict(model, parcels))
+    for flags in ({"largest_component": False}, {"enclaves": False}, {"enclave_cutoff": 1}, {"closing": False}):
+        m = fitted([0, 3, 5, 7], 12, snake=False, closing_radius=4, **flags)
+        np.testing.assert_array_equal(m.predict(parcels), oracle_predict(m, parcels), err_msg=str(flags))
+    # with the snake, a stack equals its frames one by one
+    snaky = fitted([0, 3, 5, 7], 12)
+    stack = snaky.predict(parcels[:4])
+    for f in range(4):
+        np.testing.assert_array_equal(stack[f], snaky.predict(parcels[f]))
+
+
+def test_input_validation():
+    model = ParcelToSegment()
+    with pytest.raises(NotFittedError):
+        model.predict(np.zeros((1, 4, 4), int))
+    with pytest.raises(ValueError, match="n_parcels"):
+        ParcelToSegment(n_parcels=2).fit(np.full((1, 4, 4), 3), np.zeros((1, 4, 4), bool))
+    with pytest.raises(ValueError, match="shape"):
+        model.fit(np.zeros((2, 4, 4), int), np.zeros((2, 4, 5), bool))
+    with pytest.raises(ValueError, match="integer"):
+        model.fit(np.full((1, 4, 4), 0.5), np.zeros((1, 4, 4), bool))
+    model.fit(np.zeros((1, 4, 4), int), np.zeros((1, 4, 4), bool))
+    with pytest.raises(ValueError, match="n_parcels"):
+        model.predict(np.full((1, 4, 4), 5))
+    assert clone(model).get_params() == model.get_params()
+
+
+# ---------------------------------------------------------------- JSON and provenance
+def small_fit(**params):
+    parcels = blobby(8, size=48, k=10, low=6, seed=4)
+    masks = np.stack([ellipse(48, 48, 24, 24, 14, 10)] * 8)
+    prov = {"backbone": "b0b0", "head": "h1h1"}
+    return ParcelToSegment(n_parcels=10, **params).fit(parcels, masks, provenance=prov), parcels
+
+
+def test_json_round_trip(tmp_path):
+    model, parcels = small_fit(closing_radius=4, snake=False)
+    path = tmp_path / "lv.json"
+    model.to_json(path)
+    doc = json.loads(path.read_text())
+    assert doc["interior_parcels"] == model.interior_parcels_
+    assert doc["hyperparameters"]["closing_radius"] == 4 and doc["target"] == "LV"
+    assert doc["provenance"] == {"backbone": "b0b0", "head": "h1h1"}
+    loaded = ParcelToSegment.from_json(path)
+    assert loaded.get_params() == model.get_params()
+    np.testing.assert_array_equal(loaded.interior_, model.interior_)
+    for key in ("presence", "hit_rate", "n_present", "n_overlapping", "identified"):
+        np.testing.assert_allclose(loaded.stats_[key], model.stats_[key], atol=1e-6)
+    np.testing.assert_array_equal(loaded.predict(parcels), model.predict(parcels))
+    assert loaded.hand_edited_ == []
+    assert not list(tmp_path.glob(".*tmp"))  # written atomically, nothing left behind
+
+
+def test_hand_edited_interior_list_is_used(tmp_path):
+    model, parcels = small_fit(snake=False, closing=False, largest_component=False, enclaves=False, fill=False)
+    path = tmp_path / "lv.json"
+    model.to_json(path)
+    doc = json.loads(path.read_text())
+    doc["interior_parcels"] = [2, 7]
+    path.write_text(json.dumps(doc))
+    loaded = ParcelToSegment.from_json(path)
+    assert loaded.interior_parcels_ == [2, 7]
+    np.testing.assert_array_equal(loaded.predict(parcels), np.isin(parcels, [2, 7]))
+    assert set(loaded.hand_edited_) == set(model.interior_parcels_) ^ {2, 7}
+    doc["interior_parcels"] = [12]
+    path.write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match="outside"):
+        ParcelToSegment.from_json(path)
+    path.write_text("{not json")
+    with pytest.raises(ArtifactError, match="invalid JSON"):
+        ParcelToSegment.from_json(path)
+
+
+def test_provenance_refusal(tmp_path):
+    model, _ = small_fit(snake=False)
+    model.check_provenance({"backbone": "b0b0", "head": "h1h1"})
+    model.check_provenance({"backbone": "b0b0"})  # unknown keys are not compared
+    with pytest.raises(ArtifactError, match="head h1h1, not ffff") as err:
+        model.check_provenance({"backbone": "b0b0", "head": "ffff"})
+    assert "\n" not in str(err.value)
+    path = tmp_path / "lv.json"
+    model.to_json(path)
+    with pytest.raises(ArtifactError, match=re.escape(str(path))):
+        ParcelToSegment.from_json(path).check_provenance({"backbone": "other"})
