@@ -106,3 +106,11 @@ def test_empty_folder(tmp_path):
     (tmp_path / "training").mkdir()
     with pytest.raises(DataError, match="empty folder"):
         acdc.read(tmp_path)
+
+
+def test_frames_are_writable_copies(tmp_path):
+    root = write_acdc(tmp_path, {"patient004": acdc_patient(z=1)})
+    (r,) = acdc.read(root).records
+    a = r.frames
+    a[...] = 0
+    assert r.frames.any()

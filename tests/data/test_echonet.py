@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import csv
+import os
 
 import cv2
 import numpy as np
@@ -175,12 +176,14 @@ def test_tracings_beyond_video_and_unknown_video_are_skipped(echonet_data):
 def test_listing_10000_rows_decodes_nothing(tmp_path, monkeypatch):
     n = 10_000
     (tmp_path / "Videos").mkdir()
+    placeholder = tmp_path / "placeholder.avi"
+    placeholder.touch()
     with open(tmp_path / "FileList.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(echonet.FILELIST_COLUMNS)
         for i in range(n):
             w.writerow([f"0X{i:05X}", 50, 30, 60, 112, 112, 50, 100, ["TRAIN", "VAL", "TEST"][i % 3]])
-            (tmp_path / "Videos" / f"0X{i:05X}.avi").touch()
+            os.link(placeholder, tmp_path / "Videos" / f"0X{i:05X}.avi")  # exists, never decoded
     with open(tmp_path / "VolumeTracings.csv", "w", newline="") as f:
         w = csv.writer(f)
         w.writerow(echonet.TRACING_COLUMNS)

@@ -92,7 +92,7 @@ def _patient(pdir: Path, split: str) -> list[Record]:
 
 def _frames(cine: Path, s: int) -> np.ndarray:
     vol = nifti_array_cached(cine)
-    return np.ascontiguousarray(vol[:, :, s, :].transpose(2, 1, 0))
+    return vol[:, :, s, :].transpose(2, 1, 0).copy(order="C")  # a copy: the cache is read-only
 
 
 def _masks(gts: dict[int, Path], s: int, shape: tuple[int, int, int], cine: Path) -> dict[int, dict[str, np.ndarray]]:

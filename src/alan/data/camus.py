@@ -30,7 +30,6 @@ sequence and ES may precede ED. Listing reads headers and cfg files only.
 
 from __future__ import annotations
 
-from collections import Counter
 from functools import partial
 from pathlib import Path
 from typing import Any
@@ -59,7 +58,7 @@ def read(root: Path) -> Dataset:
 
 # --------------------------------------------------------------------------- 2019 release
 def _read_2019(root: Path) -> Dataset:
-    records, skipped = [], Counter()
+    records = []
     for sub, split in (("training", "train"), ("testing", "test")):
         folder = root / sub
         if not folder.is_dir():
@@ -69,7 +68,7 @@ def _read_2019(root: Path) -> Dataset:
                 records.append(_record_2019(pdir, view, split))
     if not records:
         raise fail(root, "empty folder: no patientXXXX/ folders with CAMUS files under training/ or testing/")
-    return Dataset(format="camus", root=root, records=records, skipped=dict(skipped))
+    return Dataset(format="camus", root=root, records=records)
 
 
 def _record_2019(pdir: Path, view: str, split: str) -> Record:
@@ -112,13 +111,13 @@ def _image_sitk(path: Path) -> np.ndarray:
 def _read_nifti(root: Path) -> Dataset:
     base = root / "database_nifti"
     splits = _read_splits(root / "database_split", base)
-    records, skipped = [], Counter()
+    records = []
     for pdir in patient_dirs(base):
         for view in _views(pdir):
             records.append(_record_nifti(pdir, view, splits.get(pdir.name)))
     if not records:
         raise fail(base, "empty folder: no patientXXXX/ folders with CAMUS files")
-    return Dataset(format="camus", root=root, records=records, skipped=dict(skipped))
+    return Dataset(format="camus", root=root, records=records)
 
 
 def _read_splits(folder: Path, base: Path) -> dict[str, str]:
