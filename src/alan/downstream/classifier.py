@@ -1,0 +1,281 @@
+"""ED + ES diagnosis classifier (SSCL paper, section 5.1).
+
+"We used a separate model for the end diastolic and end systolic frames. We then concatenated
+the final layer together ... We then fine-tuned a fully connected output layer for
+classification ... all models were trained using Adam optimizer with a weight decay of 1e-4.
+We used sparse categorical cross-entropy loss." So: encoder_ed(ED) ++ encoder_es(ES) -> one
+linear layer -> softmax; Adam (weight_decay=1e-4), cross-entropy, early stopping on a validation
+part of the training data (split by `groups`, i.e. by patient, so no patient is in both).
+
+Encoders are frozen by default: features are computed once and only the linear layer learns
+(`fit_features` is that step on precomputed features, which is what cross-validation reuses).
+`finetune=True` trains encoders and layer together on the images. Frozen features are
+standardised with the training part's mean and std (a fixed reparametrisation of the same linear
+layer that makes one learning-rate grid fit encoders whose feature scales differ by orders of
+magnitude); `standardize=False` turns that off.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections.abc import Sequence
+from typing import Any
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from sklearn.base import BaseEstimator, ClassifierMixin
+from sklearn.metrics import roc_auc_score
+from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
+from sklearn.utils.validation import check_is_fitted
+from torch import nn
+
+from alan.models.encoders import Encoder
+
+
+def macro_auc(y_true: Sequence[Any], proba: np.ndarray, classes: Sequence[Any]) -> float:
+    """Macro one-vs-rest ROC AUC (sklearn) over the classes present in `y_true`.
+
+    With every class present this is exactly ``roc_auc_score(y, proba, multi_class="ovr",
+    average="macro")``; a class absent from `y_true` (a small test part) has no AUC and is left
+    out of the mean instead of failing. NaN when fewer than two classes are present.
+    """
+    y = np.asarray(y_true)
+    classes = list(classes)
+    present = [c for c in classes if (y == c).any()]
+    if len(present) < 2:
+        return float("nan")
+    if len(classes) == 2:
+        return float(roc_auc_score(y == classes[1], proba[:, 1]))
+    if len(present) == len(classes):
+        return float(roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=classes))
+    return float(np.mean([roc_auc_score(y == c, proba[:, classes.index(c)]) for c in present]))
+
+
+def group_split(y: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
+    """(train, val) indices with whole groups on one side, stratified by label when possible."""
+    n_splits = max(2, int(round(1 / fraction)))
+    n_groups = len(np.unique(groups))
+    if n_groups < 2:
+        raise ValueError("need at least two groups (patients) to hold out a validation part")
+    try:
+        cv = StratifiedGroupKFold(n_splits=min(n_splits, n_groups), shuffle=True, random_state=seed)
+        tr, va = next(cv.split(np.zeros(len(y)), y, groups))
+    except ValueError:
+        cv = GroupShuffleSplit(n_splits=1, test_size=fraction, random_state=seed)
+        tr, va = next(cv.split(np.zeros(len(y)), y, groups))
+    return tr, va
+
+
+class EDESClassifier(ClassifierMixin, BaseEstimator):
+    """Two encoders (ED, ES) -> concatenated features -> linear layer, trained with Adam + CE.
+
+    `fit(X, y, groups)` takes X as (N, 2, H, W) images ([:, 0] ED, [:, 1] ES; uint8 or float in
+    [0, 1]); `groups` (patient ids) keep the validation part patient-disjoint. After fitting,
+    `history_` holds per-epoch train_loss, val_loss (and eval_auc when `eval_set` was given).
+    """
+
+    def __init__(self, encoder_ed: Encoder | None = None, encoder_es: Encoder | None = None, finetune: bool = False,
+                 lr: float = 1e-3, batch_size: int = 32, max_epochs: int = 200, patience: int = 20,
+                 val_fraction: float = 0.2, weight_decay: float = 1e-4, standardize: bool = True, seed: int = 0,
+                 device: str = "cpu", feature_batch_size: int = 64):
+        self.encoder_ed = encoder_ed
+        self.encoder_es = encoder_es
+        self.finetune = finetune
+        self.lr = lr
+        self.batch_size = batch_size
+        self.max_epochs = max_epochs
+        self.patience = patience
+        self.val_fraction = val_fraction
+        self.weight_decay = weight_decay
+        self.standardize = standardize
+        self.seed = seed
+        self.device = device
+        self.feature_batch_size = feature_batch_size
+
+    # --------------------------------------------------------------------------- features
+    def _encoders(self) -> tuple[Encoder, Encoder]:
+        if self.encoder_ed is None:
+            raise ValueError("EDESClassifier needs encoder_ed (and encoder_es) to work on images")
+        enc_es = self.encoder_es if self.encoder_es is not None else copy.deepcopy(self.encoder_ed)
+        return self.encoder_ed, enc_es
+
+    @torch.no_grad()
+    def transform(self, X: np.ndarray | torch.Tensor) -> np.ndarray:
+        """Concatenated (ED, ES) features (N, D_ed + D_es) of the encoders in eval mode."""
+        enc_ed, enc_es = self._encoders()
+        x = torch.as_tensor(np.asarray(X))
+        out = []
+        modes = (enc_ed.training, enc_es.training)
+        enc_ed.eval().to(self.device)
+        enc_es.eval().to(self.device)
+        try:
+            for i in range(0, len(x), self.feature_batch_size):
+                b = x[i:i + self.feature_batch_size].to(self.device)
+                out.append(torch.cat([enc_ed(b[:, 0:1]), enc_es(b[:, 1:2])], 1).cpu())
+        finally:
+            enc_ed.train(modes[0])
+            enc_es.train(modes[1])
+        return torch.cat(out).numpy() if out else np.zeros((0, enc_ed.num_features + enc_es.num_features), np.float32)
+
+    # --------------------------------------------------------------------------- fitting
+    def _setup(self, y: np.ndarray, groups: np.ndarray | None) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+        self.classes_ = np.unique(y)
+        yi = np.searchsorted(self.classes_, y)
+        groups = np.arange(len(y)) if groups is None else np.asarray(groups)
+        if self.val_fraction and self.val_fraction > 0:
+            tr, va = group_split(yi, groups, self.val_fraction, self.seed)
+        else:
+            tr, va = np.arange(len(y)), np.zeros(0, np.int64)
+        return yi, groups, tr, va
+
+    def fit(self, X: np.ndarray, y: Sequence[Any], groups: Sequence[Any] | None = None,
+            eval_set: tuple[np.ndarray, Sequence[Any]] | None = None) -> EDESClassifier:
+        """Fit on images X (N, 2, H, W); frozen encoders: features once, then `fit_features`."""
+        if not self.finetune:
+            ev = None if eval_set is None else (self.transform(eval_set[0]), eval_set[1])
+            return self.fit_features(self.transform(X), y, groups, eval_set=ev)
+        return self._fit_finetune(np.asarray(X), np.asarray(y), groups, eval_set)
+
+    def fit_features(self, features: np.ndarray, y: Sequence[Any], groups: Sequence[Any] | None = None,
+                     eval_set: tuple[np.ndarray, Sequence[Any]] | None = None) -> EDESClassifier:
+        """Train only the linear layer on precomputed frozen features (N, D)."""
+        feats = np.asarray(features, dtype=np.float32)
+        y = np.asarray(y)
+        yi, groups, tr, va = self._setup(y, groups)
+        if self.standardize:
+            self.mean_ = feats[tr].mean(0)
+            self.scale_ = feats[tr].std(0) + 1e-6
+        else:
+            self.mean_, self.scale_ = np.zeros(feats.shape[1], np.float32), np.ones(feats.shape[1], np.float32)
+        z = torch.from_numpy((feats - self.mean_) / self.scale_).float()
+        t = torch.from_numpy(yi).long()
+        g = torch.Generator().manual_seed(self.seed)
+        with torch.random.fork_rng():
+            torch.manual_seed(self.seed)
+            layer = nn.Linear(z.shape[1], len(self.classes_))
+        opt = torch.optim.Adam(layer.parameters(), lr=self.lr, weight_decay=self.weight_decay)
+        ev = None
+        if eval_set is not None:
+            ev = (torch.from_numpy((np.asarray(eval_set[0], np.float32) - self.mean_) / self.scale_).float(),
+                  np.asarray(eval_set[1]))
+        self.history_: list[dict[str, float]] = []
+        best, best_state, wait = np.inf, copy.deepcopy(layer.state_dict()), 0
+        bs = max(1, min(self.batch_size, len(tr)))
+        for epoch in range(self.max_epochs):
+            layer.train()
+            perm = torch.from_numpy(tr)[torch.randperm(len(tr), generator=g)]
+            total = 0.0
+            for i in range(0, len(perm), bs):
+                idx = perm[i:i + bs]
+                loss = F.cross_entropy(layer(z[idx]), t[idx])
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total += float(loss) * len(idx)
+            rec = {"epoch": epoch, "train_loss": total / len(tr)}
+            with torch.no_grad():
+                if len(va):
+                    rec["val_loss"] = float(F.cross_entropy(layer(z[va]), t[va]))
+                if ev is not None:
+                    rec["eval_auc"] = macro_auc(ev[1], torch.softmax(layer(ev[0]), 1).numpy(), self.classes_)
+            self.history_.append(rec)
+            score = rec.get("val_loss", rec["train_loss"])
+            if score < best - 1e-6:
+                best, best_state, wait = score, copy.deepcopy(layer.state_dict()), 0
+                self.best_epoch_ = epoch
+            else:
+                wait += 1
+                if len(va) and wait >= self.patience:
+                    break
+        layer.load_state_dict(best_state)
+        self.layer_ = layer.eval()
+        self.n_features_in_ = z.shape[1]
+        return self
+
+    def _fit_finetune(self, X: np.ndarray, y: np.ndarray, groups: Any, eval_set: Any) -> EDESClassifier:
+        yi, groups, tr, va = self._setup(y, groups)
+        enc_ed, enc_es = (copy.deepcopy(e) for e in self._encoders())
+        self.encoder_ed_, self.encoder_es_ = enc_ed.to(self.device), enc_es.to(self.device)
+        self.mean_ = self.scale_ = None
+        with torch.random.fork_rng():
+            torch.manual_seed(self.seed)
+            layer = nn.Linear(enc_ed.num_features + enc_es.num_features, len(self.classes_)).to(self.device)
+        params = [*enc_ed.parameters(), *enc_es.parameters(), *layer.parameters()]
+        opt = torch.optim.Adam(params, lr=self.lr, weight_decay=self.weight_decay)
+        x = torch.as_tensor(X)
+        t = torch.from_numpy(yi).long()
+        g = torch.Generator().manual_seed(self.seed)
+        self.layer_ = layer
+        self.history_ = []
+        best, wait = np.inf, 0
+        best_state = copy.deepcopy((enc_ed.state_dict(), enc_es.state_dict(), layer.state_dict()))
+        bs = max(2, min(self.batch_size, len(tr)))  # BatchNorm needs two samples
+        for epoch in range(self.max_epochs):
+            enc_ed.train(), enc_es.train(), layer.train()
+            perm = torch.from_numpy(tr)[torch.randperm(len(tr), generator=g)]
+            total, seen = 0.0, 0
+            for i in range(0, len(perm) - (len(perm) % bs == 1), bs):
+                idx = perm[i:i + bs]
+                b = x[idx].to(self.device)
+                logits = layer(torch.cat([enc_ed(b[:, 0:1]), enc_es(b[:, 1:2])], 1))
+                loss = F.cross_entropy(logits, t[idx].to(self.device))
+                opt.zero_grad()
+                loss.backward()
+                opt.step()
+                total, seen = total + float(loss) * len(idx), seen + len(idx)
+            rec = {"epoch": epoch, "train_loss": total / max(seen, 1)}
+            if len(va):
+                rec["val_loss"] = float(F.cross_entropy(torch.from_numpy(np.log(self._proba_images(x[va]) + 1e-12)),
+                                                        t[va], reduction="mean"))
+            if eval_set is not None:
+                rec["eval_auc"] = macro_auc(eval_set[1], self._proba_images(torch.as_tensor(eval_set[0])), self.classes_)
+            self.history_.append(rec)
+            score = rec.get("val_loss", rec["train_loss"])
+            if score < best - 1e-6:
+                best, wait, self.best_epoch_ = score, 0, epoch
+                best_state = copy.deepcopy((enc_ed.state_dict(), enc_es.state_dict(), layer.state_dict()))
+            else:
+                wait += 1
+                if len(va) and wait >= self.patience:
+                    break
+        enc_ed.load_state_dict(best_state[0])
+        enc_es.load_state_dict(best_state[1])
+        layer.load_state_dict(best_state[2])
+        enc_ed.eval(), enc_es.eval(), layer.eval()
+        self.n_features_in_ = enc_ed.num_features + enc_es.num_features
+        return self
+
+    # --------------------------------------------------------------------------- prediction
+    @torch.no_grad()
+    def _proba_images(self, x: torch.Tensor) -> np.ndarray:
+        enc_ed, enc_es, layer = self.encoder_ed_, self.encoder_es_, self.layer_
+        modes = (enc_ed.training, enc_es.training, layer.training)
+        enc_ed.eval(), enc_es.eval(), layer.eval()
+        out = []
+        for i in range(0, len(x), self.feature_batch_size):
+            b = x[i:i + self.feature_batch_size].to(self.device)
+            out.append(torch.softmax(layer(torch.cat([enc_ed(b[:, 0:1]), enc_es(b[:, 1:2])], 1)), 1).cpu())
+        enc_ed.train(modes[0]), enc_es.train(modes[1]), layer.train(modes[2])
+        return torch.cat(out).numpy()
+
+    @torch.no_grad()
+    def predict_proba_features(self, features: np.ndarray) -> np.ndarray:
+        check_is_fitted(self, "layer_")
+        if self.finetune:
+            raise ValueError("a fine-tuned classifier predicts from images, not frozen features")
+        z = torch.from_numpy((np.asarray(features, np.float32) - self.mean_) / self.scale_).float()
+        return torch.softmax(self.layer_(z), 1).numpy()
+
+    def predict_proba(self, X: np.ndarray) -> np.ndarray:
+        """Class probabilities (N, n_classes) for images X (N, 2, H, W), columns in `classes_` order."""
+        check_is_fitted(self, "layer_")
+        if self.finetune:
+            return self._proba_images(torch.as_tensor(np.asarray(X)))
+        return self.predict_proba_features(self.transform(X))
+
+    def predict(self, X: np.ndarray) -> np.ndarray:
+        return self.classes_[self.predict_proba(X).argmax(1)]
+
+
+__all__ = ["EDESClassifier", "group_split", "macro_auc"]
