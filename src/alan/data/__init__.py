@@ -45,8 +45,9 @@ class Dataset:
         return dict(Counter(r.label for r in self.records if r.label is not None))
 
 
-def open_dataset(path: str | Path, format: str = "auto") -> Dataset:
-    """Read the dataset at `path`; `format="auto"` detects the layout."""
+def open_dataset(path: str | Path, format: str = "auto", **options: object) -> Dataset:
+    """Read the dataset at `path`; `format="auto"` detects the layout; `options` go to the reader
+    (e.g. ``fold=1`` for TMED-2)."""
     root = Path(path)
     if not root.exists():
         raise DataError(root, "no such file or directory")
@@ -57,7 +58,7 @@ def open_dataset(path: str | Path, format: str = "auto") -> Dataset:
     if format not in FORMATS:
         raise DataError(root, f"unknown format {format!r}; expected one of {', '.join(FORMATS)}")
     module = importlib.import_module(f"alan.data.{format}")
-    return module.read(root)
+    return module.read(root, **options)
 
 
 __all__ = ["Dataset", "FORMATS", "open_dataset"]
