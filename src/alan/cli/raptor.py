@@ -1,7 +1,99 @@
-"""`alan raptor` commands (not yet implemented)."""
+"""`alan raptor train`: train a RAPTOR head (STRAPTOR loss) on a locked backbone."""
+
+from __future__ import annotations
+
+from enum import Enum
+from pathlib import Path
 
 import typer
+
+raptor_app = typer.Typer(help="RAPTOR parcellation head on a locked backbone (ALAN).", no_args_is_help=True)
+
+
+class Preset(str, Enum):
+    reference = "reference"
+    stego = "stego"
+
+
+class Cache(str, Enum):
+    auto = "auto"
+    memory = "memory"
+    disk = "disk"
+    off = "off"
+
+
+class Short(str, Enum):
+    pad = "pad"
+    skip = "skip"
+
+
+def parse_devices(devices: str) -> str | int:
+    return int(devices) if devices.lstrip("-").isdigit() else devices
+
+
+def select_records(path: Path, format: str, split: str, limit: int | None = None):
+    """Records of `split` ("all" for every record) of the dataset or video at `path`."""
+    from alan.data import open_dataset
+    from alan.errors import DataError
+
+    dataset = open_dataset(path, format)
+    records = list(dataset.records) if split.lower() == "all" else dataset.split(*split.split(","))
+    if not records:
+        splits = ", ".join(f"{k} ({v})" for k, v in dataset.splits().items())
+        raise DataError(path, f"no records in split {split!r} (splits: {splits}; use --split all for every record)")
+    return dataset, records[:limit] if limit else records
+
+
+@raptor_app.command("train")
+def train(
+    backbone: Path = typer.Option(..., "--backbone", help="Locked backbone artifact folder."),
+    data: Path = typer.Option(..., "--data", help="Dataset folder (any reader format) or a video file."),
+    out: Path = typer.Option(..., "--out", help="Run folder: checkpoints/, logs/, and the head artifact in head/."),
+    k: int = typer.Option(64, "--k", help="Number of parcels K (paper: 32, 64, 112)."),
+    format: str = typer.Option("auto", "--format", help="Dataset format (auto detects it)."),
+    split: str = typer.Option("train", "--split", help="Split(s) to train on, comma-separated, or 'all'."),
+    preset: Preset = typer.Option(Preset.reference, "--preset", help="Loss preset: reference code or STEGO's ViT-S settings."),
+    epochs: int = typer.Option(40, "--epochs", help="Epochs (paper: the loss saturates at ~40)."),
+    max_steps: int = typer.Option(-1, "--max-steps", help="Stop after this many steps (-1: no limit)."),
+    batch_size: int = typer.Option(4, "--batch-size", help="Sequences (clips) per batch."),
+    lr: float = typer.Option(5e-3, "--lr", help="Adam learning rate."),
+    length: int = typer.Option(16, "--length", help="Frames per clip."),
+    period: int = typer.Option(2, "--period", help="Step between clip frames."),
+    short: Short = typer.Option(Short.pad, "--short", help="Videos shorter than a clip: pad (repeat last frame) or skip."),
+    cache: Cache = typer.Option(Cache.auto, "--cache", help="Token cache: auto (memory if it fits), memory, disk, off."),
+    cache_budget_gb: float = typer.Option(None, "--cache-budget-gb", help="Memory budget for --cache auto (default: half the available memory)."),
+    standardize_tokens: bool = typer.Option(False, "--standardize-tokens", help="Standardise tokens per channel (training-set mean/std)."),
+    limit: int = typer.Option(None, "--limit", help="Use at most this many records (quick runs)."),
+    accelerator: str = typer.Option("auto", "--accelerator"),
+    devices: str = typer.Option("auto", "--devices"),
+    num_nodes: int = typer.Option(1, "--num-nodes"),
+    strategy: str = typer.Option("auto", "--strategy"),
+    precision: str = typer.Option("32-true", "--precision"),
+    num_workers: int = typer.Option(0, "--num-workers", help="DataLoader worker processes."),
+    seed: int = typer.Option(0, "--seed"),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/last.ckpt if present."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard logs."),
+) -> None:
+    """Train RAPTOR with the STRAPTOR loss: clips of 16 frames (period 2), Adam, frozen backbone."""
+    from alan.models.backbones import load_backbone
+    from alan.models.raptor_module import train_raptor
+    from alan.training import RunOptions
+
+    bb = load_backbone(backbone)
+    dataset, records = select_records(data, format, split, limit)
+    opts = RunOptions(max_epochs=epochs, max_steps=max_steps, batch_size=batch_size, precision=precision,
+                      accelerator=accelerator, devices=parse_devices(devices), num_nodes=num_nodes, strategy=strategy,
+                      num_workers=num_workers, seed=seed, resume=resume, progress=progress,
+                      loggers=("csv", "tensorboard") if tensorboard else ("csv",))
+    budget = None if cache_budget_gb is None else int(cache_budget_gb * 2**30)
+    head = train_raptor(bb, records, out, n_parcels=k, loss=preset.value, length=length, period=period,
+                        short=short.value, lr=lr, cache=cache.value, cache_budget=budget,
+                        standardize_tokens=standardize_tokens, opts=opts,
+                        data={"path": str(data), "format": dataset.format, "split": split, "n_records": len(records)})
+    typer.echo(f"head {head.hash} (K={k}, backbone {bb.hash}) -> {out / 'head'}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main app."""
+    app.add_typer(raptor_app, name="raptor")

@@ -1,0 +1,216 @@
+"""Parcel maps: locked backbone + RAPTOR head -> one parcel id per pixel, at input resolution.
+
+`compute_parcels(backbone, head, frames)` is the one function every downstream model uses.
+Frames go through the backbone in batches; the K logits per token are bilinearly upsampled
+to the frames' own (H, W) and the argmax taken there (ALAN paper, section 3), in chunks small
+enough that K x H x W logits of large frames never all sit in memory at once.
+
+`write_parcels` stores a map as compressed ``.npz`` (``parcels`` uint8/uint16 (T, H, W),
+``record_id``, ``K``, ``head_hash``, ``backbone_hash``) or NIfTI (``.nii.gz`` with the array as
+(W, H, T), i.e. x = column, y = row, plus a ``.json`` sidecar with the same fields); both
+written atomically.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from alan.artifacts import atomic_write_json
+from alan.data.clips import frames_to_unit, resize_unit
+from alan.errors import AlanError
+from alan.models.raptor import RaptorHead
+from alan.records import Record
+
+#: Upsampled logits per chunk (elements): bounds memory for large frames and large K.
+CHUNK_ELEMENTS = 1 << 24
+
+FORMATS = ("npz", "nifti")
+OVERLAYS = ("png", "mp4", "both", "none")
+
+
+def parcel_dtype(n_parcels: int) -> np.dtype:
+    return np.dtype(np.uint8) if n_parcels <= 256 else np.dtype(np.uint16)
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    p = next(iter(module.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+@torch.no_grad()
+def compute_logits_grid(backbone: Any, head: RaptorHead, frames: np.ndarray | torch.Tensor,
+                        batch_size: int = 32) -> torch.Tensor:
+    """Token-grid logits (T, K, g, g) of frames (T, H, W) (uint8, float in [0, 1], or MR intensities)."""
+    frames_np = frames.cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    if frames_np.ndim != 3:
+        raise AlanError(f"frames must be (T, H, W), got shape {frames_np.shape}")
+    size = backbone.config.img_size
+    device = _device_of(head)
+    out = []
+    for i in range(0, len(frames_np), batch_size):
+        x = resize_unit(frames_to_unit(frames_np[i:i + batch_size]), size)
+        _, tokens = backbone(x)
+        logits = head(tokens.to(device))
+        g = head.grid_of(logits.shape[1])
+        out.append(logits.transpose(1, 2).reshape(len(x), head.n_parcels, g, g).cpu())
+    if not out:
+        return torch.empty(0, head.n_parcels, backbone.grid, backbone.grid)
+    return torch.cat(out)
+
+
+@torch.no_grad()
+def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """Argmax over K of bilinearly upsampled logits (T, K, g, g) -> (T, H, W), chunked."""
+    T, K = logits.shape[:2]
+    H, W = size
+    per = max(1, CHUNK_ELEMENTS // max(1, K * H * W))
+    out = np.empty((T, H, W), dtype=parcel_dtype(K))
+    for i in range(0, T, per):
+        up = torch.nn.functional.interpolate(logits[i:i + per].float(), size=(H, W), mode="bilinear", align_corners=False)
+        out[i:i + per] = up.argmax(1).numpy()
+    return out
+
+
+def compute_parcels(backbone: Any, head: RaptorHead, frames: np.ndarray | torch.Tensor, batch_size: int = 32) -> np.ndarray:
+    """Parcel ids (T, H, W) at the frames' own resolution; uint8 (K <= 256) or uint16."""
+    head.eval()
+    logits = compute_logits_grid(backbone, head, frames, batch_size)
+    return upsample_argmax(logits, tuple(np.asarray(frames).shape[-2:]) if not isinstance(frames, torch.Tensor)
+                           else tuple(frames.shape[-2:]))
+
+
+def _atomic_path(path: Path, suffix: str):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    return Path(tmp)
+
+
+def safe_name(record_id: str) -> str:
+    """A record id as a file name (path separators and odd characters replaced)."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in record_id).strip(".") or "record"
+
+
+def write_parcels(path: str | Path, parcels: np.ndarray, record_id: str, n_parcels: int, head_hash: str | None,
+                  backbone_hash: str | None, as_: str = "npz", spacing: tuple[float, float] | None = None) -> Path:
+    """Write one parcel map atomically; returns the written path (suffix added if missing)."""
+    path = Path(path)
+    parcels = np.asarray(parcels).astype(parcel_dtype(n_parcels), copy=False)
+    info = {"record_id": record_id, "K": int(n_parcels), "head_hash": head_hash, "backbone_hash": backbone_hash}
+    if as_ == "npz":
+        path = path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
+        tmp = _atomic_path(path, ".npz")
+        try:
+            with open(tmp, "wb") as f:
+                np.savez_compressed(f, parcels=parcels, record_id=np.str_(record_id), K=np.int32(n_parcels),
+                                    head_hash=np.str_(head_hash or ""), backbone_hash=np.str_(backbone_hash or ""))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        return path
+    if as_ == "nifti":
+        import nibabel as nib
+
+        path = path if path.name.endswith(".nii.gz") else path.with_name(path.name + ".nii.gz")
+        affine = np.diag([spacing[1], spacing[0], 1.0, 1.0]) if spacing else np.eye(4)
+        img = nib.Nifti1Image(np.ascontiguousarray(parcels.transpose(2, 1, 0)), affine)
+        img.header["descrip"] = f"alan parcels K={n_parcels}".encode()[:79]
+        tmp = _atomic_path(path, ".nii.gz")
+        try:
+            nib.save(img, str(tmp))
+            os.replace(tmp, path)
+        finally:
+            tmp.unlink(missing_ok=True)
+        atomic_write_json(path.with_name(path.name[: -len(".nii.gz")] + ".json"), {**info, "axes": "x=column, y=row, t"})
+        return path
+    raise AlanError(f"unknown parcel file format {as_!r}; expected one of {', '.join(FORMATS)}")
+
+
+def read_parcels(path: str | Path) -> tuple[np.ndarray, dict[str, Any]]:
+    """Read a map written by `write_parcels`: (parcels (T, H, W), {record_id, K, head_hash, backbone_hash})."""
+    path = Path(path)
+    if path.name.endswith(".nii.gz"):
+        import nibabel as nib
+
+        arr = np.asarray(nib.load(str(path)).dataobj).transpose(2, 1, 0)
+        info = json.loads(path.with_name(path.name[: -len(".nii.gz")] + ".json").read_text())
+        return arr, info
+    with np.load(path) as z:
+        info = {"record_id": str(z["record_id"]), "K": int(z["K"]), "head_hash": str(z["head_hash"]) or None,
+                "backbone_hash": str(z["backbone_hash"]) or None}
+        return z["parcels"], info
+
+
+@dataclass
+class ParcelRun:
+    """What `run_parcels` wrote."""
+
+    maps: list[Path] = field(default_factory=list)
+    overlays: list[Path] = field(default_factory=list)
+    parcels_per_frame: list[float] = field(default_factory=list)
+
+
+def overlay_frames(record: Record, n_frames: int, count: int = 4) -> list[int]:
+    """Frames to show in a PNG overlay: the annotated ones (ED/ES) if any, else `count` evenly spaced."""
+    annotated = [i for i in record.annotated if 0 <= i < n_frames]
+    if annotated:
+        return sorted(set(annotated))
+    return sorted(set(np.linspace(0, n_frames - 1, min(count, n_frames)).round().astype(int).tolist()))
+
+
+def run_parcels(records: Sequence[Record], backbone: Any, head: RaptorHead, out_dir: str | Path, *, as_: str = "npz",
+                overlay: str = "png", batch_size: int = 32, progress: bool = True, fps: float = 25.0) -> ParcelRun:
+    """Parcel maps (and overlays) for every record, written under `out_dir`."""
+    from alan.reports.overlays import save_overlay_mp4, save_overlay_png
+
+    if overlay not in OVERLAYS:
+        raise AlanError(f"unknown overlay {overlay!r}; expected one of {', '.join(OVERLAYS)}")
+    if as_ not in FORMATS:
+        raise AlanError(f"unknown parcel file format {as_!r}; expected one of {', '.join(FORMATS)}")
+    out_dir = Path(out_dir)
+    result = ParcelRun()
+    names: set[str] = set()
+    for record in _progress(records, progress):
+        frames = np.asarray(record.frames)
+        if frames.ndim == 2:
+            frames = frames[None]
+        parcels = compute_parcels(backbone, head, frames, batch_size)
+        name = safe_name(record.id)
+        while name in names:
+            name += "_"
+        names.add(name)
+        result.maps.append(write_parcels(out_dir / "maps" / name, parcels, record.id, head.n_parcels, head.hash,
+                                         getattr(backbone, "hash", None), as_, record.spacing))
+        result.parcels_per_frame.append(float(np.mean([len(np.unique(p)) for p in parcels])))
+        if overlay in ("png", "both"):
+            idx = overlay_frames(record, len(frames))
+            masks = record.masks if record.load_masks is not None else {}
+            result.overlays.append(save_overlay_png(out_dir / "overlays" / f"{name}.png", frames[idx], parcels[idx],
+                                                    masks=[masks.get(i) for i in idx], titles=[f"frame {i}" for i in idx]))
+        if overlay in ("mp4", "both"):
+            rate = float(record.meta.get("fps") or record.meta.get("FPS") or fps)
+            result.overlays.append(save_overlay_mp4(out_dir / "overlays" / f"{name}.mp4", frames, parcels, fps=rate))
+    return result
+
+
+def _progress(items: Sequence[Record], enabled: bool) -> Iterable[Record]:
+    if not enabled:
+        yield from items
+        return
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    with Progress(TextColumn("parcels"), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(),
+                  transient=False) as bar:
+        task = bar.add_task("parcels", total=len(items))
+        for item in items:
+            yield item
+            bar.advance(task)
