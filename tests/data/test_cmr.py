@@ -110,25 +110,34 @@ class _FakeP2S:
         return parcels == self.k
 
 
-def test_alan_mask_source_ors_parcel_to_segment_predictions():
-    r = _record(0)
-    seen = {}
+class _FakeParcellator:
+    work_size = 8
+    provenance = {"backbone_hash": "b", "head_hash": "h", "work_size": 8}
 
-    def fake_parcels(backbone, head, frames, batch_size):
-        seen["frames"], seen["bs"] = frames, batch_size
+    def __init__(self):
+        self.seen = []
+
+    def __call__(self, frames):
+        self.seen.append(frames)
         p = np.zeros(frames.shape, np.int64)
-        p[:, 2:6, 2:6] = 1
-        p[:, 8:12, 8:12] = 2
+        p[:, 1:3, 1:3] = 1
+        p[:, 4:6, 4:6] = 2
+        p[:, 6:8, 0:2] = 3  # a class no model claims
         return p
 
-    src = AlanMasks("bb", "hd", [_FakeP2S(1), _FakeP2S(2)], batch_size=7, parcels_fn=fake_parcels)
+
+def test_alan_mask_source_ors_parcel_to_segment_predictions_at_native_size():
+    r = _record(0)
+    par = _FakeParcellator()
+    src = AlanMasks(par, [_FakeP2S(1), _FakeP2S(2)])
     data = load_slices([r], size=16, mask_source=src)
-    assert seen["bs"] == 7 and seen["frames"].shape == (2, 16, 16)
-    assert seen["frames"].min() >= 0 and seen["frames"].max() <= 1  # normalised frames go to the backbone
+    work = par.seen[0]
+    assert work.shape == (2, 8, 8) and work.dtype == np.uint8  # ED and ES at the working size
     want = np.zeros((16, 16), bool)
-    want[2:6, 2:6] = want[8:12, 8:12] = True
+    want[2:6, 2:6] = want[8:12, 8:12] = True  # 8 px work grid -> 16 px native (nearest)
     assert np.array_equal(data.masks[0, 0], want) and np.array_equal(data.masks[0, 1], want)
     assert data.mask_config["source"] == "alan" and data.mask_config["targets"] == ["class1", "class2"]
+    assert data.mask_config["backbone_hash"] == "b"
 
 
 def test_normalise_intensity_percentile_scaling():
@@ -136,3 +145,39 @@ def test_normalise_intensity_percentile_scaling():
     y = normalise_intensity(x, percentile=50)
     assert y.dtype == np.float32 and y.max() == 1.0 and y.min() == 0.0
     assert y.reshape(-1)[250] == pytest.approx(250 / np.percentile(x, 50))
+
+
+def test_alan_mask_source_from_locked_artifacts(tmp_path):
+    """The real plumbing: backbone + head artifacts -> Parcellator -> parcel-to-segment JSON files."""
+    import json
+
+    from alan.models.backbones import create_backbone, save_backbone
+    from alan.models.raptor import RaptorHead, save_head
+    from alan.pipelines.segment import Parcellator, fit_segmenter
+
+    torch = pytest.importorskip("torch")
+    torch.manual_seed(0)
+    bb = create_backbone("vit_tiny_p8_112")
+    save_backbone(bb, tmp_path / "bb")
+    head = RaptorHead(bb.embed_dim, 4)
+    save_head(head, tmp_path / "head", backbone_hash=bb.hash)
+    recs = [_record(i, h=24, w=24) for i in range(2)]
+    for i, target in enumerate(("LV", "RV")):
+        model = fit_segmenter(Parcellator(bb, head, work_size=24), recs, target, closing=False, snake=False)
+        path = tmp_path / f"{target}.json"
+        model.to_json(path)
+        doc = json.loads(path.read_text())
+        doc["interior_parcels"] = [i]  # hand-edited: one parcel class per target
+        path.write_text(json.dumps(doc))
+    src = AlanMasks.from_paths(tmp_path / "bb", tmp_path / "head", [tmp_path / "LV.json", tmp_path / "RV.json"])
+    r = recs[0]
+    m = src(r, [r.ed, r.es], r.frames)
+    assert m.shape == (2, 24, 24) and m.dtype == bool
+    cfg = src.config()
+    assert cfg["targets"] == ["LV", "RV"] and cfg["backbone_hash"] == bb.hash and cfg["head_hash"] == head.hash
+    # a parcel-to-segment model fitted on another backbone is refused
+    other = create_backbone("vit_tiny_p8_112")
+    save_backbone(other, tmp_path / "bb2")
+    save_head(head, tmp_path / "head2", backbone_hash=other.hash)
+    with pytest.raises(Exception, match="fitted on"):
+        AlanMasks.from_paths(tmp_path / "bb2", tmp_path / "head2", [tmp_path / "LV.json"])

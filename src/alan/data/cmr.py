@@ -8,8 +8,8 @@ Mask sources:
     `GroundTruthMasks`  the dataset's own annotations ("gt"); frames without annotation (cine
                         frames other than ED/ES) get the union of the annotated frames' masks.
     `AlanMasks`         the ALAN pipeline ("alan"): locked backbone + RAPTOR head -> parcel maps ->
-                        parcel-to-segment model(s), predictions of several models OR-ed (e.g. a
-                        "heart" model, or LV and RV models). This is the link between the methods.
+                        parcel-to-segment model(s), the predictions of several models OR-ed (LV,
+                        MYO and RV models). This is the link between the two methods.
 
 Intensities: MR comes in its native dtype with arbitrary scale, so each slice's cine is scaled to
 [0, 1] by its own 0 and 99.5th percentile (clipped) before anything else, then stored as uint8.
@@ -20,7 +20,7 @@ same slices for full and segmented input, so both conditions see the same sample
 
 from __future__ import annotations
 
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Protocol
@@ -91,64 +91,55 @@ class GroundTruthMasks:
         return {"source": self.name, "labels": list(self.labels)}
 
 
-ParcelsFn = Callable[[Any, Any, np.ndarray, int], np.ndarray]
-
-
 class AlanMasks:
-    """Heart masks from ALAN: parcels of (backbone, head) -> OR of parcel-to-segment predictions.
+    """Heart masks from ALAN: parcel maps of (backbone, head) -> OR of parcel-to-segment predictions.
 
-    `parcels_fn(backbone, head, frames, batch_size) -> parcel maps (F, H, W)` defaults to
-    `alan.pipelines.parcels.compute_parcels`; frames are given as float in [0, 1].
+    Frames are brought to the parcellator's working resolution exactly as
+    `alan.pipelines.segment` does when it fits a parcel-to-segment model (`to_work`: per-frame
+    percentile scaling, square resize), and the predicted masks are resized back (nearest).
+    Fit one model per heart part ("LV", "MYO", "RV") with `alan segment`, or any union target.
+    `parcellator(frames uint8 (N, S, S)) -> parcel maps (N, S, S)` with `work_size`, `provenance`.
     """
 
     name = "alan"
 
-    def __init__(self, backbone: Any, head: Any, models: Sequence[Any], batch_size: int = 32,
-                 parcels_fn: ParcelsFn | None = None, paths: Mapping[str, Any] | None = None):
+    def __init__(self, parcellator: Any, models: Sequence[Any], paths: Mapping[str, Any] | None = None):
         if not models:
             raise ValueError("AlanMasks needs at least one parcel-to-segment model")
-        self.backbone, self.head, self.models = backbone, head, list(models)
-        self.batch_size = batch_size
-        self._parcels_fn = parcels_fn
+        self.parcellator, self.models = parcellator, list(models)
         self.paths = dict(paths or {})
 
     @classmethod
     def from_paths(cls, backbone: str | Path, head: str | Path, models: Sequence[str | Path],
-                   batch_size: int = 32) -> AlanMasks:
+                   batch_size: int = 32, work_size: int | None = None) -> AlanMasks:
         """Load the locked backbone and head artifacts and the parcel-to-segment JSON files."""
         from alan.downstream.parcel_to_segment import ParcelToSegment
         from alan.models.backbones import load_backbone
         from alan.models.raptor import load_head
+        from alan.pipelines.segment import Parcellator
 
+        p2s = [ParcelToSegment.from_json(p) for p in models]
         bb = load_backbone(backbone)
         hd = load_head(head, bb)
-        p2s = [ParcelToSegment.from_json(p) for p in models]
-        prov = {"backbone": getattr(bb, "hash", None), "head": getattr(hd, "hash", None)}
+        ws = work_size or int(p2s[0].provenance_.get("work_size") or 112)
+        par = Parcellator(bb, hd, work_size=ws, batch_size=batch_size)
         for m in p2s:
-            m.check_provenance({k: v for k, v in prov.items() if v is not None})
-        return cls(bb, hd, p2s, batch_size, paths={"backbone": str(backbone), "head": str(head),
-                                                    "models": [str(p) for p in models]})
-
-    def parcels(self, frames: np.ndarray) -> np.ndarray:
-        fn = self._parcels_fn
-        if fn is None:
-            from alan.pipelines.parcels import compute_parcels as fn
-        return np.asarray(fn(self.backbone, self.head, frames, self.batch_size))
+            m.check_provenance({k: v for k, v in par.provenance.items() if k != "work_size"})
+        return cls(par, p2s, paths={"backbone": str(backbone), "head": str(head), "models": [str(p) for p in models]})
 
     def __call__(self, record: Record, frames: Sequence[int], cine: np.ndarray) -> np.ndarray:
-        x = normalise_intensity(cine)[list(frames)]
-        parcels = self.parcels(x)
-        out = np.zeros(x.shape, dtype=bool)
+        from alan.pipelines.segment import masks_to_native, to_work
+
+        images = [np.asarray(cine[f]) for f in frames]
+        parcels = np.asarray(self.parcellator(to_work(images, self.parcellator.work_size)))
+        pred = np.zeros(parcels.shape, dtype=bool)
         for m in self.models:
-            pred = np.asarray(m.predict(parcels), dtype=bool)
-            if pred.shape != out.shape:
-                raise ValueError(f"parcel-to-segment gave masks {pred.shape} for frames {out.shape}")
-            out |= pred
-        return out
+            pred |= np.asarray(m.predict(parcels), dtype=bool)
+        return np.stack(masks_to_native(pred, [im.shape for im in images]))
 
     def config(self) -> dict[str, Any]:
         return {"source": self.name, "targets": [getattr(m, "target", None) for m in self.models],
-                "backbone": getattr(self.backbone, "hash", None), "head": getattr(self.head, "hash", None),
+                "work_size": self.parcellator.work_size, **dict(getattr(self.parcellator, "provenance", {})),
                 **self.paths}
 
 
