@@ -1,7 +1,98 @@
-"""`alan segment` commands (not yet implemented)."""
+"""`alan segment fit|eval`: parcel-to-segment (LV / LA) on a locked backbone + RAPTOR head."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
 
 import typer
+from rich.console import Console
+from rich.table import Table
+
+segment_app = typer.Typer(help="Parcel-to-segment: LV / LA masks as unions of parcels (ALAN).", no_args_is_help=True)
+console = Console()
+
+
+def load_parcellator(backbone: Path, head: Path, work_size: int, batch_size: int = 32):
+    from alan.models.backbones import load_backbone
+    from alan.models.raptor import load_head
+    from alan.pipelines.segment import Parcellator
+
+    bb = load_backbone(backbone)
+    return Parcellator(bb, load_head(head, backbone=bb), work_size=work_size, batch_size=batch_size)
+
+
+@segment_app.command("fit")
+def fit(
+    backbone: Path = typer.Option(..., "--backbone", help="Locked backbone artifact folder."),
+    head: Path = typer.Option(..., "--head", help="RAPTOR head artifact (or raptor run folder)."),
+    data: Path = typer.Option(..., "--data", help="Labelled dataset (EchoNet-Dynamic, CAMUS, ACDC)."),
+    out: Path = typer.Option(..., "--out", help="Where to write the model JSON."),
+    target: str = typer.Option("LV", "--target", help="Target segment: LV or LA (any label the reader gives)."),
+    split: str = typer.Option("val", "--split", help="Split(s) to fit on (paper: EchoNet VAL, CAMUS training)."),
+    format: str = typer.Option("auto", "--format"),
+    work_size: int = typer.Option(112, "--work-size", help="Square resolution for parcels and post-processing."),
+    overlap: float = typer.Option(0.75, "--overlap"),
+    hit_rate: float = typer.Option(0.5, "--hit-rate"),
+    presence: float = typer.Option(0.3, "--presence"),
+) -> None:
+    """Learn which parcels make up TARGET (the model's parameters are K booleans)."""
+    from alan.cli.raptor import select_records
+    from alan.pipelines.segment import fit_segmenter
+
+    _, records = select_records(data, format, split)
+    parcellator = load_parcellator(backbone, head, work_size)
+    model = fit_segmenter(parcellator, records, target, progress=True, overlap=overlap, hit_rate=hit_rate, presence=presence)
+    model.to_json(out)
+    console.print(f"{target}: interior parcels {model.interior_parcels_} of K={model.n_parcels_} "
+                  f"({model.stats_['n_images']} frames) -> {out}")
+
+
+@segment_app.command("eval")
+def evaluate(
+    model: Path = typer.Option(..., "--model", help="Model JSON from `alan segment fit`."),
+    backbone: Path = typer.Option(..., "--backbone"),
+    head: Path = typer.Option(..., "--head"),
+    data: Path = typer.Option(..., "--data"),
+    split: str = typer.Option("test", "--split"),
+    format: str = typer.Option("auto", "--format"),
+    figures: Path = typer.Option(None, "--figures", help="Folder for the DICE histogram and best/worst overlays."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+) -> None:
+    """DICE mean +- std per phase (ED, ES), the layout of the paper's Table 2."""
+    from alan.cli.raptor import select_records
+    from alan.downstream.parcel_to_segment import ParcelToSegment
+    from alan.pipelines.segment import evaluate_segmenter, segmentation_report
+
+    seg = ParcelToSegment.from_json(model)
+    dataset, records = select_records(data, format, split)
+    parcellator = load_parcellator(backbone, head, int(seg.provenance_.get("work_size", 112)))
+    result = evaluate_segmenter(seg, parcellator, records, progress=not as_json)
+    report = segmentation_report({seg.target: result}, dataset.format, figures)
+    if as_json:
+        print(json.dumps(report, indent=2))
+        return
+    console.print(segmentation_table(report, dataset.format))
+    if report.get("ef"):
+        ef = report["ef"]
+        console.print(f"EF ({ef['method']}): MAE vs reference {ef['mae_pred_vs_reference']:.1f} points "
+                      f"(ground-truth masks: {ef['mae_truth_masks_vs_reference']:.1f}), n={ef['n']}")
+
+
+def segmentation_table(report: dict, fmt: str) -> Table:
+    from alan.pipelines.segment import PAPER_TABLE2
+
+    table = Table(title=f"DICE [%] on {fmt} ({report['n_frames']} frames)")
+    for col in ("target", "phase", "ours mean ± std", "n", "oracle (best parcel union)", "paper (echo DINO, K=64)"):
+        table.add_column(col, justify="right" if col != "target" else "left")
+    for target, phases in report["dice"].items():
+        for phase, s in phases.items():
+            paper = PAPER_TABLE2.get(fmt, {}).get(target, {}).get(phase)
+            oracle = report.get("oracle", {}).get(target, {}).get(phase)
+            table.add_row(target, phase, f"{s['mean'] * 100:.2f} ± {s['std'] * 100:.2f}", str(s["n"]),
+                          "" if oracle is None else f"{oracle * 100:.2f}", "" if paper is None else f"{paper:.2f}")
+    return table
 
 
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the main app."""
+    app.add_typer(segment_app, name="segment")

@@ -214,3 +214,29 @@ def oracle_dice(parcels: np.ndarray, truth: np.ndarray) -> np.ndarray:
         out[i] = dice(take[p], t)
     return out
 
+
+
+def segmentation_report(results: dict[str, SegmentationResult], fmt: str, figures: Any = None) -> dict[str, Any]:
+    """JSON-ready summary of evaluations per target (+ optional figures: histogram, best/worst)."""
+    from pathlib import Path
+
+    from alan.reports.figures import best_worst, dice_histogram
+
+    report: dict[str, Any] = {"format": fmt, "dice": {}, "oracle": {}, "n_frames": 0, "paper": PAPER_TABLE2.get(fmt)}
+    for target, res in results.items():
+        report["dice"][target] = res.summary()
+        oracle = oracle_dice(res.parcels, res.truth)
+        phases = np.asarray(res.phases)
+        report["oracle"][target] = {p: float(oracle[phases == p].mean()) for p in PHASES if (phases == p).any()}
+        report["n_frames"] += len(res.dice)
+        if res.ef is not None:
+            report["ef"] = res.ef
+        if figures is not None:
+            fig_dir = Path(figures)
+            groups = {f"{target} {p}": res.dice[phases == p] for p in PHASES}
+            report.setdefault("figures", []).append(str(dice_histogram(groups, fig_dir / f"dice_hist_{fmt}_{target}.png",
+                                                                       title=f"{fmt} {target} DICE")))
+            labels = [f"{r} {p}" for r, p in zip(res.record_ids, res.phases)]
+            report["figures"].append(str(best_worst(res.images, res.parcels, res.truth, res.pred, res.dice,
+                                                    fig_dir / f"best_worst_{fmt}_{target}.png", labels=labels)))
+    return report
