@@ -1,0 +1,74 @@
+import math
+
+import numpy as np
+import pytest
+from skimage.draw import ellipse
+
+from alan.pipelines.analyze import cycle_efs, find_ed_es
+from alan.pipelines.segment import collect_annotated, mask_ef, masks_to_native, oracle_dice, to_work
+from alan.records import Record
+
+
+def _ellipse_mask(a, b, shape=(112, 112)):
+    m = np.zeros(shape, bool)
+    rr, cc = ellipse(56, 56, a, b, shape=shape)
+    m[rr, cc] = True
+    return m
+
+
+def test_mask_ef_is_area_length_formula():
+    ed, es = _ellipse_mask(40, 20), _ellipse_mask(34, 14)
+    # independent restatement: V = 8 A^2 / (3 pi L), L = major axis of the ellipse fitted by moments
+    def vol(m):
+        ys, xs = np.nonzero(m)
+        cov = np.cov(np.stack([ys, xs]), bias=True)
+        L = 4 * math.sqrt(np.linalg.eigvalsh(cov).max())
+        return 8 * m.sum() ** 2 / (3 * math.pi * L)
+
+    expected = (vol(ed) - vol(es)) / vol(ed) * 100
+    assert mask_ef(ed, es) == pytest.approx(expected, rel=1e-6)
+    assert math.isnan(mask_ef(np.zeros((8, 8), bool), es[:8, :8]))
+
+
+def test_find_ed_es_on_a_known_cycle():
+    t = np.arange(90)
+    areas = 1000 + 300 * np.cos(2 * np.pi * t / 30)  # maxima at 0, 30, 60; minima at 15, 45, 75
+    ed, es = find_ed_es(areas, fps=30)
+    assert es == [15, 45, 75]
+    assert set(ed) >= {30, 60}
+    beats = cycle_efs(np.stack([_ellipse_mask(20 + int(10 * np.cos(2 * np.pi * i / 30)), 15) for i in t]), ed, es)
+    assert all(b["es"] > b["ed"] for b in beats) and all(b["ef"] > 0 for b in beats)
+
+
+def test_find_ed_es_flat_curve_falls_back():
+    ed, es = find_ed_es(np.full(10, 5.0))
+    assert len(ed) == 1 and len(es) == 1
+
+
+def test_collect_annotated_uses_ed_es_only_and_any_order():
+    frames = np.random.default_rng(0).integers(0, 255, (10, 20, 24), dtype=np.uint8)
+    masks = {i: {"LV": np.zeros((20, 24), bool) | (i == 7)} for i in (2, 5, 7)}
+    rec = Record("r", load_frames=lambda: frames, n_frames=10, height=20, width=24, load_masks=lambda: masks,
+                 annotated=(2, 5, 7), ed=7, es=2)  # ES before ED
+    got = collect_annotated([rec], "LV")
+    assert got.phases == ["ED", "ES"]
+    assert np.array_equal(got.images[0], frames[7]) and np.array_equal(got.images[1], frames[2])
+    assert got.masks[0].all() and not got.masks[1].any()
+    assert len(collect_annotated([rec], "LA")) == 0
+
+
+def test_work_resolution_round_trip_and_mr_scaling():
+    m = _ellipse_mask(30, 20, (150, 130))
+    img = (m * 900 + 100).astype(np.int16)
+    work = to_work([img], 112)
+    assert work.dtype == np.uint8 and work.shape == (1, 112, 112)
+    back = masks_to_native(work > 128, [m.shape])[0]
+    inter = (back & m).sum()
+    assert 2 * inter / (back.sum() + m.sum()) > 0.97
+
+
+def test_oracle_dice_perfect_when_parcels_align():
+    truth = _ellipse_mask(30, 20)[None]
+    parcels = np.where(truth, 3, 1).astype(np.int32)
+    assert oracle_dice(parcels, truth)[0] == 1.0
+    assert oracle_dice(np.ones_like(parcels), truth)[0] == pytest.approx(0.0)
