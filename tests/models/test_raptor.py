@@ -83,3 +83,71 @@ def test_artifact_round_trip_and_backbone_hash_check(tmp_path):
     assert "\n" not in str(e.value)
     with pytest.raises(ArtifactError, match="8-channel"):
         load_head(tmp_path / "head", _FakeBackbone("abc123", d=16))
+
+
+# --- training ---------------------------------------------------------------------------------
+
+def _records(n=3, frames=40, size=32, seed=0):
+    from alan.records import Record
+
+    rng = np.random.default_rng(seed)
+    vids = [rng.integers(0, 256, (frames, size, size), dtype=np.uint8) for _ in range(n)]
+    return [Record(f"r{i}", load_frames=(lambda v=v: v), n_frames=frames, split="train") for i, v in enumerate(vids)]
+
+
+def test_token_cache_serves_the_backbone_tokens_and_skips_the_backbone_once_filled(tmp_path):
+    from alan.data.clips import ClipDataset, collate_clips
+    from alan.models.backbones import create_backbone
+    from alan.models.raptor_module import RaptorModule, TokenCache
+    from alan.models.straptor import StraptorLoss
+
+    torch.manual_seed(0)
+    bb = create_backbone("vit_tiny_p8_112")
+    recs = _records()
+    ds = ClipDataset(recs, length=4, size=112)
+    for path in (None, tmp_path / "cache.f16"):
+        cache = TokenCache(ds.n_frames, bb.grid ** 2, bb.embed_dim, path)
+        ds.skip_frames = cache.has
+        module = RaptorModule(bb, RaptorHead(bb.embed_dim, 4), StraptorLoss(), cache=cache)
+        calls = []
+        hook = module.backbone.register_forward_hook(lambda *a: calls.append(1))
+        batch = collate_clips([ds[0], ds[2]])
+        first = module.tokens(batch)
+        assert len(calls) == 1
+        assert int(cache.filled.sum()) == len(set(batch["frame_idx"][0].tolist())) + len(set(batch["frame_idx"][1].tolist()))
+        cached = {"index": batch["index"], "frame_idx": batch["frame_idx"], "frames": [None, None]}
+        torch.testing.assert_close(module.tokens(cached), first)
+        assert len(calls) == 1  # served from the cache
+        assert cache.has(0, batch["frame_idx"][0].numpy()) and not cache.has(1, np.arange(4))
+        assert ds[0]["frames"] is None or not torch.equal(ds[0]["frame_idx"], batch["frame_idx"][0])
+        hook.remove()
+        with torch.no_grad():
+            _, direct = bb(batch["frames"].flatten(0, 1))
+        torch.testing.assert_close(first, direct.reshape(first.shape).half().float())
+        cache.close()
+
+
+def test_train_raptor_trains_only_the_head_and_records_the_backbone(tmp_path):
+    from alan.models.backbones import create_backbone
+    from alan.models.raptor_module import train_raptor
+    from alan.training import RunOptions
+
+    torch.manual_seed(0)
+    bb = create_backbone("vit_tiny_p8_112")
+    bb.hash = "feedbeef"
+    before = {k: v.clone() for k, v in bb.state_dict().items()}
+    opts = RunOptions(max_epochs=2, batch_size=2, progress=False)
+    head = train_raptor(bb, _records(), tmp_path / "run", n_parcels=6, opts=opts, standardize_tokens=True)
+    assert all(torch.equal(v, bb.state_dict()[k]) for k, v in before.items())
+    loaded = load_head(tmp_path / "run", bb)
+    assert loaded.hash == head.hash and loaded.config["training"]["cache"] == "memory"
+    assert loaded.config["training"]["standardize_tokens"] and float(loaded.token_std.min()) > 0
+    init = RaptorHead(bb.embed_dim, 6)
+    assert not torch.equal(init.block3.linear.bias, loaded.block3.linear.bias)  # zeros at init
+    ckpt = torch.load(tmp_path / "run" / "checkpoints" / "last.ckpt", weights_only=False)
+    assert not any(k.startswith("backbone.") for k in ckpt["state_dict"])
+    # resume continues from the checkpoint (no backbone in it) for one more epoch
+    opts3 = RunOptions(max_epochs=3, batch_size=2, progress=False, resume=True)
+    head3 = train_raptor(bb, _records(), tmp_path / "run", n_parcels=6, opts=opts3, cache="off")
+    assert head3.hash != head.hash
+    torch.testing.assert_close(head3.token_mean, loaded.token_mean)  # standardisation restored, not recomputed
