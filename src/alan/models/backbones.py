@@ -10,11 +10,18 @@ Architectures (ALAN paper, METHODS A1):
     vit_tiny_p8_112   ViT-Ti/8 at 112 px, 14x14 tokens (CPU-friendly)
     vit_tiny_p4_112   ViT-Ti/4 at 112 px, 28x28 tokens
     vit_small_p8_112  ViT-S/8 at 112 px, 14x14 tokens
+    vit_micro_p8_64   2-block ViT (64 dim) at 64 px, 8x8 tokens (tests and smoke runs only)
+
+A backbone artifact (`save_backbone` / `load_backbone`) is the ViT's state dict in the official
+DINO / timm key layout (``cls_token``, ``pos_embed``, ``patch_embed.proj.*``, ``blocks.N.*``,
+``norm.*``) as safetensors, plus the `BackboneConfig` as JSON; its content hash is `Backbone.hash`.
 """
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from collections.abc import Sequence
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -23,7 +30,8 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alan.errors import AlanError
+from alan.artifacts import load_artifact, save_artifact
+from alan.errors import AlanError, ArtifactError
 
 
 @dataclass(frozen=True)
@@ -34,6 +42,14 @@ class BackboneSpec:
     img_size: int
     patch_size: int
     embed_dim: int
+    depth: int | None = None
+    num_heads: int | None = None
+
+    def timm_kwargs(self) -> dict[str, Any]:
+        kw: dict[str, Any] = {"img_size": self.img_size, "patch_size": self.patch_size}
+        if self.depth is not None:
+            kw.update(depth=self.depth, embed_dim=self.embed_dim, num_heads=self.num_heads)
+        return kw
 
 
 ARCHS: dict[str, BackboneSpec] = {
@@ -42,12 +58,22 @@ ARCHS: dict[str, BackboneSpec] = {
     "vit_small_p8_112": BackboneSpec("vit_small_patch16_224", 112, 8, 384),
     "vit_tiny_p8_112": BackboneSpec("vit_tiny_patch16_224", 112, 8, 192),
     "vit_tiny_p4_112": BackboneSpec("vit_tiny_patch16_224", 112, 4, 192),
+    "vit_micro_p8_64": BackboneSpec("vit_tiny_patch16_224", 64, 8, 64, depth=2, num_heads=2),
 }
+
+IMAGENET_MEAN = (0.485, 0.456, 0.406)
+IMAGENET_STD = (0.229, 0.224, 0.225)
 
 
 @dataclass
 class BackboneConfig:
-    """The JSON side of a backbone artifact."""
+    """The JSON side of a backbone artifact.
+
+    `mean`/`std` are the per-channel standardisation the ViT was trained with (ImageNet for
+    ImageNet weights, the training frames' statistics for `alan dino train`); `source` says where
+    the weights came from, `data_fingerprint` identifies the training data, `command` is the
+    command line that made the artifact and `meta` holds everything else (options, data summary).
+    """
 
     arch: str
     img_size: int
@@ -58,6 +84,8 @@ class BackboneConfig:
     drop_path_rate: float = 0.0
     source: str = "random"
     meta: dict[str, Any] = field(default_factory=dict)
+    data_fingerprint: str = ""
+    command: str = ""
 
     def to_dict(self) -> dict[str, Any]:
         return {"kind": "backbone", **asdict(self)}
@@ -68,13 +96,22 @@ class BackboneConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def create_vit(arch: str, drop_path_rate: float = 0.0) -> nn.Module:
-    """The bare timm ViT for `arch` (no classifier head, random init, nothing downloaded)."""
+def arch_spec(arch: str) -> BackboneSpec:
     if arch not in ARCHS:
         raise AlanError(f"unknown backbone architecture {arch!r}; known: {', '.join(ARCHS)}")
-    spec = ARCHS[arch]
-    return timm.create_model(spec.timm_name, pretrained=False, num_classes=0, img_size=spec.img_size,
-                             patch_size=spec.patch_size, drop_path_rate=drop_path_rate, dynamic_img_size=False)
+    return ARCHS[arch]
+
+
+def create_vit(arch: str, drop_path_rate: float = 0.0, dynamic_img_size: bool = False) -> nn.Module:
+    """The bare timm ViT for `arch` (no classifier head, random init, nothing downloaded).
+
+    ``dynamic_img_size=True`` accepts any input size that is a multiple of the patch size and
+    resamples the position embeddings on the fly (DINO's student sees global and local crops);
+    the state dict is the same either way.
+    """
+    spec = arch_spec(arch)
+    return timm.create_model(spec.timm_name, pretrained=False, num_classes=0, drop_path_rate=drop_path_rate,
+                             dynamic_img_size=dynamic_img_size, **spec.timm_kwargs())
 
 
 class Backbone(nn.Module):
@@ -123,8 +160,77 @@ class Backbone(nn.Module):
 
 def create_backbone(arch: str, **config: Any) -> Backbone:
     """A randomly initialised `Backbone` of a named architecture (see `ARCHS`)."""
-    if arch not in ARCHS:
-        raise AlanError(f"unknown backbone architecture {arch!r}; known: {', '.join(ARCHS)}")
-    spec = ARCHS[arch]
+    spec = arch_spec(arch)
     cfg = BackboneConfig(arch=arch, img_size=spec.img_size, patch_size=spec.patch_size, embed_dim=spec.embed_dim, **config)
     return Backbone(cfg)
+
+
+def gray_stats(mean: float | Sequence[float], std: float | Sequence[float]) -> tuple[list[float], list[float]]:
+    """Mean/std as the 3-channel lists a `BackboneConfig` stores (a gray value is replicated)."""
+    m = [float(mean)] * 3 if np.isscalar(mean) else [float(v) for v in mean]  # type: ignore[arg-type]
+    s = [float(std)] * 3 if np.isscalar(std) else [float(v) for v in std]  # type: ignore[arg-type]
+    if len(m) == 1:
+        m, s = m * 3, s * 3
+    if len(m) != 3 or len(s) != 3 or min(s) <= 0:
+        raise AlanError(f"mean/std must be one or three values with std > 0, got {m} / {s}")
+    return m, s
+
+
+def save_backbone(backbone: Backbone, out_dir: str | Path, meta: dict[str, Any] | None = None) -> str:
+    """Lock `backbone` as an artifact in `out_dir` and return its content hash (also set on `backbone.hash`).
+
+    `meta` is merged into ``config.meta`` (e.g. training options, data summary).
+    """
+    config = backbone.config
+    if meta:
+        config = replace(config, meta={**config.meta, **meta})
+        backbone.config = config
+    tensors = {k: v for k, v in backbone.vit.state_dict().items()}
+    backbone.hash = save_artifact(out_dir, tensors, config.to_dict())
+    return backbone.hash
+
+
+def load_backbone(path: str | Path, device: str | torch.device = "cpu") -> Backbone:
+    """Load a locked backbone artifact (eval mode, no gradients) with its content hash in `.hash`.
+
+    `path` is the artifact folder or a run folder holding it in ``backbone/`` (`alan dino train`).
+    """
+    path = Path(path)
+    if not (path / "config.json").is_file() and (path / "backbone" / "config.json").is_file():
+        path = path / "backbone"
+    tensors, cfg = load_artifact(path, kind="backbone")
+    config = BackboneConfig.from_dict(cfg)
+    spec = arch_spec(config.arch)
+    if (config.img_size, config.patch_size, config.embed_dim) != (spec.img_size, spec.patch_size, spec.embed_dim):
+        raise ArtifactError(f"{path}: config says {config.img_size}px/patch {config.patch_size}/dim {config.embed_dim}, "
+                            f"but {config.arch} is {spec.img_size}px/patch {spec.patch_size}/dim {spec.embed_dim}")
+    backbone = Backbone(config)
+    problem = state_dict_mismatch(backbone.vit, tensors)
+    if problem:
+        raise ArtifactError(f"{path}: weights do not fit {config.arch}: {problem}")
+    backbone.vit.load_state_dict(tensors, strict=True)
+    backbone.hash = cfg["hash"]
+    return backbone.to(device).eval().requires_grad_(False)
+
+
+def _short(names: Sequence[str], limit: int = 6) -> str:
+    names = list(names)
+    head = ", ".join(names[:limit])
+    return head + (f", ... (+{len(names) - limit} more)" if len(names) > limit else "")
+
+
+def state_dict_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str:
+    """'' if `state` loads strictly into `model`, else one line naming missing/unexpected/mis-shaped keys."""
+    own = model.state_dict()
+    missing = [k for k in own if k not in state]
+    unexpected = [k for k in state if k not in own]
+    shapes = [f"{k} {tuple(state[k].shape)} vs {tuple(own[k].shape)}" for k in own
+              if k in state and tuple(state[k].shape) != tuple(own[k].shape)]
+    parts = []
+    if missing:
+        parts.append(f"missing keys ({len(missing)}): {_short(missing)}")
+    if unexpected:
+        parts.append(f"unexpected keys ({len(unexpected)}): {_short(unexpected)}")
+    if shapes:
+        parts.append(f"shape mismatch ({len(shapes)}): {_short(shapes, 3)}")
+    return "; ".join(parts)
