@@ -145,8 +145,9 @@ class Encoder(nn.Module):
         return self.forward_prepared(self.prepare(x))
 
     def state(self) -> dict[str, torch.Tensor]:
-        """The weights as a flat dict for `save_artifact`."""
-        return {k: v.detach().cpu().clone() for k, v in self.model.state_dict().items()}
+        """The weights as a flat dict for `save_artifact` (0-d buffers such as BatchNorm's
+        ``num_batches_tracked`` stored with shape (1,); `encoder_from_artifact` restores them)."""
+        return {k: v.detach().cpu().clone().reshape(v.shape or (1,)) for k, v in self.model.state_dict().items()}
 
 
 def create_encoder(arch: str, *, img_size: int = 224, imagenet_weights: str | Path | None = None,
@@ -261,6 +262,9 @@ def encoder_from_artifact(tensors: dict[str, torch.Tensor], config: dict[str, An
     """Rebuild an `Encoder` from `load_artifact` output (config holds an "encoder" section)."""
     ecfg = EncoderConfig.from_dict(config["encoder"])
     enc = Encoder(ecfg, _build_trunk(ecfg.arch, ecfg.in_chans))
+    own = enc.model.state_dict()
+    tensors = {k: v.reshape(own[k].shape) if k in own and own[k].ndim == 0 and v.numel() == 1 else v
+               for k, v in tensors.items()}
     try:
         enc.model.load_state_dict(tensors)
     except RuntimeError as e:
