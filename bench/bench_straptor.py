@@ -1,9 +1,12 @@
-"""STRAPTOR loss, forward + backward: ours vs a straightforward per-pair loop (same numbers).
+"""STRAPTOR loss, forward + backward: ours vs a straightforward per-pair loop (same numbers);
+then RAPTOR epoch times with the token cache on and off.
 
 Shapes from METHODS D: 2 sequences x 16 frames x 785 tokens x 384 channels, K = 64, reference
 preset. The reference implementation took 4.0 s on this kind of machine (2 cores, fp32).
+The cache part trains a K=32 head on in-memory videos (vit_tiny_p8_112, random init) for a few
+epochs with ``cache="memory"`` and ``cache="off"`` and prints per-epoch times and the ratio.
 
-    .venv/bin/python bench/bench_straptor.py [--repeats 5] [--tokens 785]
+    .venv/bin/python bench/bench_straptor.py [--repeats 5] [--tokens 785] [--cache-epochs 6] [--skip-cache]
 """
 
 from __future__ import annotations
@@ -70,7 +73,19 @@ def main() -> None:
     ap.add_argument("--frames", type=int, default=16)
     ap.add_argument("--dim", type=int, default=384)
     ap.add_argument("--k", type=int, default=64)
+    ap.add_argument("--cache-epochs", type=int, default=6)
+    ap.add_argument("--cache-videos", type=int, default=12)
+    ap.add_argument("--cache-frames", type=int, default=64)
+    ap.add_argument("--skip-cache", action="store_true")
+    ap.add_argument("--skip-loss", action="store_true")
     args = ap.parse_args()
+    if not args.skip_loss:
+        bench_loss(args)
+    if not args.skip_cache:
+        bench_cache(args)
+
+
+def bench_loss(args: argparse.Namespace) -> None:
     torch.manual_seed(0)
     B, T, N, D, K = args.seqs, args.frames, args.tokens, args.dim, args.k
     feats = torch.randn(B, T, N, D)
@@ -124,6 +139,45 @@ def main() -> None:
 
     t_step = timed(head_step, args.repeats)
     print(f"  head fwd+bwd + our loss    {t_step * 1e3:9.1f} ms   (the whole training step on cached tokens)")
+
+
+def bench_cache(args: argparse.Namespace) -> None:
+    import logging
+    import tempfile
+
+    import numpy as np
+
+    from alan.models.backbones import create_backbone
+    from alan.models.raptor_module import TokenCache, train_raptor
+    from alan.records import Record
+    from alan.training import RunOptions
+
+    logging.getLogger("lightning").setLevel(logging.ERROR)
+    logging.getLogger("lightning.pytorch").setLevel(logging.ERROR)
+    rng = np.random.default_rng(0)
+    n, T = args.cache_videos, args.cache_frames
+    vids = [rng.integers(0, 256, (T, 112, 112), dtype=np.uint8) for _ in range(n)]
+    records = [Record(f"v{i}", load_frames=(lambda v=v: v), n_frames=T, split="train") for i, v in enumerate(vids)]
+    bb = create_backbone("vit_tiny_p8_112")
+    nbytes = TokenCache.nbytes_for(n * T, bb.grid ** 2, bb.embed_dim)
+    print(f"\nRAPTOR epochs, {n} videos x {T} frames (112 px), vit_tiny_p8_112, K=32, batch 4, "
+          f"{args.cache_epochs} epochs; cache size {nbytes / 2**20:.0f} MiB "
+          f"({bb.grid ** 2} tokens x {bb.embed_dim} ch x 2 B per frame)")
+    times = {}
+    for mode in ("off", "memory"):
+        with tempfile.TemporaryDirectory() as tmp:
+            opts = RunOptions(max_epochs=args.cache_epochs, batch_size=4, progress=False, loggers=(),
+                              checkpoint_every_n_steps=None)
+            t0 = time.perf_counter()
+            head = train_raptor(bb, records, tmp, n_parcels=32, cache=mode, opts=opts)
+            times[mode] = (time.perf_counter() - t0, head.config["training"]["epoch_s"])
+        total, epochs = times[mode]
+        print(f"  cache {mode:>6}: total {total:6.1f} s, epochs " + " ".join(f"{e:.1f}" for e in epochs))
+    off, mem = times["off"], times["memory"]
+    print(f"  total time off/memory: x{off[0] / mem[0]:.1f}; last epoch off/memory: x{off[1][-1] / mem[1][-1]:.1f}")
+    echonet = TokenCache.nbytes_for(7465 * 175, 28 * 28, 384)
+    print(f"  for scale: EchoNet train (7,465 videos x ~175 frames) with ViT-S/4 tokens would need "
+          f"{echonet / 2**30:.0f} GiB; with vit_tiny_p8_112 {TokenCache.nbytes_for(7465 * 175, 196, 192) / 2**30:.0f} GiB")
 
 
 if __name__ == "__main__":

@@ -84,7 +84,8 @@ def test_overlay_files(tmp_path):
     png = save_overlay_png(tmp_path / "a.png", frames[:2], lab[:2], titles=["ED", "ES"])
     img = cv2.imread(str(png))
     assert img.shape[1] == 2 * 30 * 13 + 4 and img.shape[0] == 20 * 13 + 22
-    mp4 = save_overlay_mp4(tmp_path / "a.mp4", frames, lab, fps=10)
+    masks = [None] * 5 + [{"LV": lab[5] == 1}]
+    mp4 = save_overlay_mp4(tmp_path / "a.mp4", frames, lab, fps=10, masks=masks)
     cap = cv2.VideoCapture(str(mp4))
     n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
     ok, first = cap.read()

@@ -96,8 +96,9 @@ def save_overlay_png(path: str | Path, frames: np.ndarray, parcels: np.ndarray, 
 
 
 def save_overlay_mp4(path: str | Path, frames: np.ndarray, parcels: np.ndarray, fps: float = 25.0,
-                     min_side: int = 256) -> Path:
-    """Every frame's boundary overlay as an MP4 (mp4v), written atomically."""
+                     min_side: int = 256, masks: Sequence | None = None) -> Path:
+    """Every frame's boundary overlay as an MP4 (mp4v), written atomically; `masks[i]` (a bool
+    array, a {label: bool array} dict, or None) is drawn in green on frame i."""
     frames, parcels = np.asarray(frames), np.asarray(parcels)
     scale = _scale_for(frames.shape[-2:], min_side)
     h, w = frames.shape[1] * scale, frames.shape[2] * scale
@@ -107,8 +108,9 @@ def save_overlay_mp4(path: str | Path, frames: np.ndarray, parcels: np.ndarray, 
         if not writer.isOpened():
             raise AlanError(f"{path}: OpenCV cannot write MP4 here")
         try:
-            for f, p in zip(frames, parcels):
-                writer.write(cv2.cvtColor(boundary_overlay(f, p, scale=scale), cv2.COLOR_RGB2BGR))
+            for i, (f, p) in enumerate(zip(frames, parcels)):
+                m = None if masks is None else masks[i]
+                writer.write(cv2.cvtColor(boundary_overlay(f, p, m, scale=scale), cv2.COLOR_RGB2BGR))
         finally:
             writer.release()
 
