@@ -1,7 +1,91 @@
-"""`alan backbone` commands (not yet implemented)."""
+"""`alan backbone`: import, create and inspect locked ViT backbones."""
+
+from __future__ import annotations
+
+import json
+import shlex
+import sys
+from pathlib import Path
 
 import typer
+
+backbone_app = typer.Typer(help="Locked ViT backbones: import foreign weights, inspect artifacts.", no_args_is_help=True)
+
+
+def _command() -> str:
+    return shlex.join(["alan", *sys.argv[1:]])
+
+
+@backbone_app.command("import")
+def import_(
+    weights: Path = typer.Argument(..., help="Official DINO .pth (bare or full checkpoint), timm .pth/.safetensors, "
+                                             "an alan backbone folder or an alan DINO last.ckpt."),
+    arch: str = typer.Option(..., "--arch", help="Target architecture (see `alan backbone archs`)."),
+    out: Path = typer.Option(..., "--out", help="Artifact folder to write."),
+    key: str = typer.Option("teacher", "--key", help="Which network of a DINO training checkpoint: teacher or student."),
+    mean: float = typer.Option(None, "--mean", help="Gray mean of the input standardisation (default: ImageNet's or the stored one)."),
+    std: float = typer.Option(None, "--std", help="Gray std (with --mean)."),
+) -> None:
+    """Import ViT weights strictly, resampling patch/position embeddings to the target size."""
+    from dataclasses import replace
+
+    from alan.errors import AlanError
+    from alan.models.backbones import save_backbone
+    from alan.models.weights import import_backbone
+
+    if (mean is None) != (std is None):
+        raise AlanError("give both --mean and --std, or neither")
+    bb = import_backbone(weights, arch, key=key, mean=mean, std=std)
+    bb.config = replace(bb.config, command=_command())
+    digest = save_backbone(bb, out)
+    notes = bb.config.meta["import"]["resampled"]
+    extra = f", resampled {notes}" if notes else ""
+    typer.echo(f"backbone {digest} ({arch}, {bb.config.meta['import']['layout']}{extra}) -> {out}")
+
+
+@backbone_app.command("random")
+def random_(
+    arch: str = typer.Option(..., "--arch", help="Architecture (see `alan backbone archs`)."),
+    out: Path = typer.Option(..., "--out", help="Artifact folder to write."),
+    seed: int = typer.Option(0, "--seed", help="Initialisation seed."),
+) -> None:
+    """Lock a randomly initialised backbone (a baseline: what do untrained features give?)."""
+    import torch
+
+    from alan.models.backbones import create_backbone, save_backbone
+
+    torch.manual_seed(seed)
+    bb = create_backbone(arch, source=f"random:seed={seed}", command=_command())
+    typer.echo(f"backbone {save_backbone(bb, out)} ({arch}, random init, seed {seed}) -> {out}")
+
+
+@backbone_app.command("info")
+def info(path: Path = typer.Argument(..., help="Backbone artifact folder (or a run folder holding backbone/)."),
+         as_json: bool = typer.Option(False, "--json", help="Print the whole config as JSON.")) -> None:
+    """Verify an artifact's hash and show what it is."""
+    from alan.models.backbones import load_backbone
+
+    bb = load_backbone(path)
+    cfg = {**bb.config.to_dict(), "hash": bb.hash}
+    if as_json:
+        typer.echo(json.dumps(cfg, indent=2, default=str))
+        return
+    c = bb.config
+    typer.echo(f"hash      {bb.hash}\narch      {c.arch} ({c.img_size}px, patch {c.patch_size}, {bb.grid}x{bb.grid} tokens, "
+               f"dim {c.embed_dim})\nmean/std  {[round(v, 4) for v in c.mean]} / {[round(v, 4) for v in c.std]}\n"
+               f"source    {c.source}\ndata      {c.data_fingerprint or '-'}\ncommand   {c.command or '-'}")
+
+
+@backbone_app.command("archs")
+def archs() -> None:
+    """List the architectures."""
+    from alan.models.backbones import ARCHS
+
+    for name, s in ARCHS.items():
+        typer.echo(f"{name:18s} {s.img_size:4d}px  patch {s.patch_size}  {s.img_size // s.patch_size:2d}x"
+                   f"{s.img_size // s.patch_size:<2d} tokens  dim {s.embed_dim}  (timm {s.timm_name})")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main app."""
+    app.add_typer(backbone_app, name="backbone")

@@ -1,7 +1,89 @@
-"""`alan dino` commands (not yet implemented)."""
+"""`alan dino train`: self-supervised DINO pre-training of the ALAN backbone on any dataset's frames."""
+
+from __future__ import annotations
+
+import shlex
+import sys
+from pathlib import Path
 
 import typer
+
+dino_app = typer.Typer(help="DINO self-supervised backbone training (ALAN, METHODS A1).", no_args_is_help=True)
+
+
+def _devices(devices: str) -> str | int:
+    return int(devices) if devices.lstrip("-").isdigit() else devices
+
+
+@dino_app.command("train")
+def train(
+    data: Path = typer.Option(..., "--data", help="Dataset folder (any reader format) or a video file."),
+    arch: str = typer.Option(..., "--arch", help="Architecture (see `alan backbone archs`); paper: vit_small_p4_112."),
+    out: Path = typer.Option(..., "--out", help="Run folder: checkpoints/, logs/, and the backbone artifact in backbone/."),
+    format: str = typer.Option("auto", "--format", help="Dataset format (auto detects it)."),
+    split: str = typer.Option("train", "--split", help="Split(s) whose frames are used, comma-separated, or 'all'."),
+    epochs: int = typer.Option(40, "--epochs", help="Epochs over all frames (paper's echo run: 40-50)."),
+    max_steps: int = typer.Option(-1, "--max-steps", help="Stop after this many steps (-1: no limit); schedules span the run."),
+    batch_size: int = typer.Option(64, "--batch-size", help="Frames per batch per device (the lr scales with the global batch)."),
+    n_local: int = typer.Option(8, "--n-local", help="Local crops per frame."),
+    out_dim: int = typer.Option(65536, "--out-dim", help="DINO head output dimension (small values for CPU smoke runs)."),
+    lr: float = typer.Option(5e-4, "--lr", help="Base learning rate per 256 frames."),
+    warmup_epochs: float = typer.Option(10, "--warmup-epochs", help="Linear lr warm-up (capped at 25% of the run)."),
+    teacher_temp: float = typer.Option(0.04, "--teacher-temp", help="Final teacher temperature (warm-up starts at 0.04)."),
+    warmup_teacher_temp_epochs: float = typer.Option(30, "--warmup-teacher-temp-epochs", help="Teacher temperature warm-up (paper: 30)."),
+    momentum_teacher: float = typer.Option(0.996, "--momentum-teacher", help="Initial teacher EMA momentum (cosine to 1)."),
+    drop_path: float = typer.Option(0.1, "--drop-path", help="Student drop-path rate."),
+    init: Path = typer.Option(None, "--init", help="Start from this backbone artifact (e.g. imported ImageNet DINO)."),
+    frame_size: int = typer.Option(None, "--frame-size", help="Frames are resized to this square size (default: the arch's)."),
+    window: int = typer.Option(16, "--window", help="Shuffle window in records (the per-worker video caches hold 2x this)."),
+    stats_records: int = typer.Option(None, "--stats-records", help="Compute mean/std on this many evenly spaced records (default: all)."),
+    limit: int = typer.Option(None, "--limit", help="Use at most this many records (quick runs)."),
+    accelerator: str = typer.Option("auto", "--accelerator"),
+    devices: str = typer.Option("auto", "--devices"),
+    num_nodes: int = typer.Option(1, "--num-nodes"),
+    strategy: str = typer.Option("auto", "--strategy", help="e.g. ddp; torchrun and SLURM launches are picked up by Lightning."),
+    precision: str = typer.Option("32-true", "--precision", help="Lightning precision (the paper: no fp16)."),
+    num_workers: int = typer.Option(0, "--num-workers", help="DataLoader worker processes (decoding)."),
+    seed: int = typer.Option(0, "--seed"),
+    checkpoint_every: int = typer.Option(50, "--checkpoint-every", help="Save checkpoints/last.ckpt every N steps."),
+    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/last.ckpt if present."),
+    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
+    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard logs."),
+    log_every: int = typer.Option(10, "--log-every", help="Log metrics every N steps."),
+) -> None:
+    """Train DINO on all frames of the chosen split and lock the teacher as OUT/backbone."""
+    from alan.data import open_dataset
+    from alan.errors import DataError
+    from alan.models.backbones import arch_spec, load_backbone
+    from alan.models.dino import DINOConfig, train_dino
+    from alan.training import RunOptions
+
+    arch_spec(arch)
+    dataset = open_dataset(data, format)
+    records = list(dataset.records) if split.lower() == "all" else dataset.split(*split.split(","))
+    if not records:
+        splits = ", ".join(f"{k} ({v})" for k, v in dataset.splits().items())
+        raise DataError(data, f"no records in split {split!r} (splits: {splits}; use --split all for every record)")
+    records = records[:limit] if limit else records
+    config = DINOConfig(arch=arch, out_dim=out_dim, n_local=n_local, lr=lr, warmup_epochs=warmup_epochs,
+                        teacher_temp=teacher_temp, warmup_teacher_temp_epochs=warmup_teacher_temp_epochs,
+                        momentum_teacher=momentum_teacher, drop_path=drop_path)
+    opts = RunOptions(max_epochs=epochs, max_steps=max_steps, batch_size=batch_size, precision=precision,
+                      accelerator=accelerator, devices=_devices(devices), num_nodes=num_nodes, strategy=strategy,
+                      num_workers=num_workers, seed=seed, resume=resume, progress=progress,
+                      loggers=("csv", "tensorboard") if tensorboard else ("csv",), log_every_n_steps=log_every,
+                      checkpoint_every_n_steps=checkpoint_every)
+    init_bb = load_backbone(init) if init is not None else None
+    if init_bb is not None and init_bb.config.arch != arch:
+        raise DataError(init, f"--init backbone is {init_bb.config.arch}, not {arch}")
+    _, trainer, digest = train_dino(records, config, opts, out, out / "backbone", format=dataset.format, data_root=data,
+                                    split=split, frame_size=frame_size, init=init_bb, window=window,
+                                    cache_videos=2 * window, stats_records=stats_records,
+                                    command=shlex.join(["alan", *sys.argv[1:]]))
+    if digest is not None:
+        typer.echo(f"backbone {digest} ({arch}, {trainer.global_step} steps, {len(records)} records) -> {out / 'backbone'}")
 
 
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main app."""
+    app.add_typer(dino_app, name="dino")
