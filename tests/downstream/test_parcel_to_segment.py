@@ -247,6 +247,26 @@ def test_snake_smooths_a_jagged_boundary_and_keeps_a_smooth_one():
     np.testing.assert_array_equal(fitted([1], 2, **OFF).predict(jag.astype(int)), jag)
 
 
+def test_snake_is_skimage_active_contour_on_the_smoothed_mask():
+    from skimage.draw import polygon
+    from skimage.filters import gaussian
+    from skimage.segmentation import active_contour
+
+    model = fitted([1], 2, **{**OFF, "snake": True})
+    edge = np.zeros((80, 80), bool)
+    edge[:55] = jagged_disk()[25:]  # cut by the top edge of the image
+    for mask in (jagged_disk(), edge):
+        smooth = gaussian(mask.astype(float), sigma=3, mode="nearest")
+        contours = measure.find_contours(np.pad(mask, 1).astype(float), 0.5)
+        init = max(contours, key=len)[:-1] - 1
+        snake = active_contour(smooth, init, alpha=0.01, beta=0.2, gamma=0.01, w_line=0, w_edge=1, max_num_iter=10)
+        ref = np.zeros(mask.shape, bool)
+        ref[polygon(snake[:, 0], snake[:, 1], shape=mask.shape)] = True
+        ours = model.predict(mask.astype(int))
+        assert (ours != ref).sum() <= 2
+        assert (ours != mask).sum() > 20  # the snake did move
+
+
 def test_fill_and_median_switches():
     p = np.ones((30, 30), int)
     p[10:20, 10:20] = 0  # a hole of one exterior region

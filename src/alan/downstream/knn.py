@@ -27,14 +27,14 @@ from alan.errors import ArtifactError
 
 KIND = "knn_bank"
 FORMAT_VERSION = 1
-_SIM_BUDGET = 1 << 24  # similarities per chunk when chunk_size is None (64 MiB of float32)
+_SIM_BUDGET = 1 << 25  # similarities per chunk when chunk_size is None (128 MiB of float32)
 
 
 class WeightedKNN(ClassifierMixin, BaseEstimator):
     """DINO's weighted kNN: k neighbours by cosine, votes exp(cos / temperature).
 
     `chunk_size` queries are scored at once (None: as many as keep the similarity block near
-    16M entries). Learnt: `bank_` (N,D) float32 L2-normalised, `labels_` (N,) indices into
+    32M entries). Learnt: `bank_` (N,D) float32 L2-normalised, `labels_` (N,) indices into
     `classes_`, `provenance_`.
     """
 
