@@ -150,45 +150,21 @@ class EDESClassifier(ClassifierMixin, BaseEstimator):
             self.mean_, self.scale_ = np.zeros(feats.shape[1], np.float32), np.ones(feats.shape[1], np.float32)
         z = torch.from_numpy((feats - self.mean_) / self.scale_).float()
         t = torch.from_numpy(yi).long()
-        g = torch.Generator().manual_seed(self.seed)
         with torch.random.fork_rng():
             torch.manual_seed(self.seed)
             layer = nn.Linear(z.shape[1], len(self.classes_))
-        opt = torch.optim.Adam(layer.parameters(), lr=self.lr, weight_decay=self.weight_decay)
         ev = None
         if eval_set is not None:
             ev = (torch.from_numpy((np.asarray(eval_set[0], np.float32) - self.mean_) / self.scale_).float(),
                   np.asarray(eval_set[1]))
-        self.history_: list[dict[str, float]] = []
-        best, best_state, wait = np.inf, copy.deepcopy(layer.state_dict()), 0
-        bs = max(1, min(self.batch_size, len(tr)))
-        for epoch in range(self.max_epochs):
-            layer.train()
-            perm = torch.from_numpy(tr)[torch.randperm(len(tr), generator=g)]
-            total = 0.0
-            for i in range(0, len(perm), bs):
-                idx = perm[i:i + bs]
-                loss = F.cross_entropy(layer(z[idx]), t[idx])
-                opt.zero_grad()
-                loss.backward()
-                opt.step()
-                total += float(loss) * len(idx)
-            rec = {"epoch": epoch, "train_loss": total / len(tr)}
-            with torch.no_grad():
-                if len(va):
-                    rec["val_loss"] = float(F.cross_entropy(layer(z[va]), t[va]))
-                if ev is not None:
-                    rec["eval_auc"] = macro_auc(ev[1], torch.softmax(layer(ev[0]), 1).numpy(), self.classes_)
-            self.history_.append(rec)
-            score = rec.get("val_loss", rec["train_loss"])
-            if score < best - 1e-6:
-                best, best_state, wait = score, copy.deepcopy(layer.state_dict()), 0
-                self.best_epoch_ = epoch
-            else:
-                wait += 1
-                if len(va) and wait >= self.patience:
-                    break
-        layer.load_state_dict(best_state)
+        w, self.history_, self.best_epoch_ = _train_softmax_regression(
+            z, t, len(self.classes_), torch.cat([layer.weight.detach(), layer.bias.detach()[:, None]], 1), tr, va,
+            lr=self.lr, batch_size=self.batch_size, weight_decay=self.weight_decay, max_epochs=self.max_epochs,
+            patience=self.patience, seed=self.seed, eval_fn=None if ev is None else
+            (lambda wb: macro_auc(ev[1], torch.softmax(_logits(ev[0], wb), 1).numpy(), self.classes_)))
+        with torch.no_grad():
+            layer.weight.copy_(w[:, :-1])
+            layer.bias.copy_(w[:, -1])
         self.layer_ = layer.eval()
         self.n_features_in_ = z.shape[1]
         return self
@@ -276,6 +252,62 @@ class EDESClassifier(ClassifierMixin, BaseEstimator):
 
     def predict(self, X: np.ndarray) -> np.ndarray:
         return self.classes_[self.predict_proba(X).argmax(1)]
+
+
+def _logits(z: torch.Tensor, wb: torch.Tensor) -> torch.Tensor:
+    return z @ wb[:, :-1].T + wb[:, -1]
+
+
+@torch.no_grad()
+def _train_softmax_regression(z: torch.Tensor, t: torch.Tensor, n_classes: int, wb: torch.Tensor, tr: np.ndarray,
+                              va: np.ndarray, *, lr: float, batch_size: int, weight_decay: float, max_epochs: int,
+                              patience: int, seed: int, eval_fn: Any = None
+                              ) -> tuple[torch.Tensor, list[dict[str, float]], int]:
+    """Minibatch Adam on softmax cross-entropy for one linear layer, gradients written out.
+
+    The same arithmetic as ``nn.Linear`` + ``F.cross_entropy`` + ``torch.optim.Adam(weight_decay)``
+    (L2 added to the gradient, bias included), without autograd and optimizer overhead: this
+    loop runs thousands of times in the grid's cross-validation. `wb` is (C, D + 1), bias last.
+    Returns the weights at the lowest validation loss, the per-epoch history and that epoch."""
+    wb = wb.clone()
+    m, v = torch.zeros_like(wb), torch.zeros_like(wb)
+    b1, b2, eps = 0.9, 0.999, 1e-8
+    z1 = torch.cat([z, torch.ones(len(z), 1)], 1)
+    onehot = F.one_hot(t, n_classes).float()
+    g = torch.Generator().manual_seed(seed)
+    tr_t, va_t = torch.from_numpy(np.asarray(tr)), torch.from_numpy(np.asarray(va))
+    bs = max(1, min(batch_size, len(tr)))
+    best, best_w, best_epoch, wait, step = np.inf, wb.clone(), 0, 0, 0
+    history: list[dict[str, float]] = []
+    for epoch in range(max_epochs):
+        perm = tr_t[torch.randperm(len(tr_t), generator=g)]
+        total = torch.zeros(())
+        for i in range(0, len(perm), bs):
+            idx = perm[i:i + bs]
+            zb = z1[idx]
+            logp = torch.log_softmax(zb @ wb.T, 1)
+            total += -(logp * onehot[idx]).sum()
+            grad = (logp.exp_() - onehot[idx]).T @ zb / len(idx)
+            grad.add_(wb, alpha=weight_decay)
+            step += 1
+            m.mul_(b1).add_(grad, alpha=1 - b1)
+            v.mul_(b2).addcmul_(grad, grad, value=1 - b2)
+            denom = (v.sqrt() / (1 - b2**step) ** 0.5).add_(eps)
+            wb.addcdiv_(m, denom, value=-lr / (1 - b1**step))
+        rec = {"epoch": epoch, "train_loss": float(total) / len(tr_t)}
+        if len(va_t):
+            rec["val_loss"] = float(F.cross_entropy(z1[va_t] @ wb.T, t[va_t]))
+        if eval_fn is not None:
+            rec["eval_auc"] = eval_fn(wb)
+        history.append(rec)
+        score = rec.get("val_loss", rec["train_loss"])
+        if score < best - 1e-6:
+            best, best_w, best_epoch, wait = score, wb.clone(), epoch, 0
+        else:
+            wait += 1
+            if len(va_t) and wait >= patience:
+                break
+    return best_w, history, best_epoch
 
 
 __all__ = ["EDESClassifier", "group_split", "macro_auc"]
