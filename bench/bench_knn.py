@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import os
 import resource
 import statistics
 import subprocess
@@ -117,7 +118,8 @@ def main() -> None:
         res[method] = json.loads(out.strip().splitlines()[-1])
     diff = np.abs(np.array(res["ours"]["proba"]) - np.array(res["sklearn"]["proba"])).max()
     print(f"{args.queries} queries x bank {args.bank} x {args.dim}, k={args.k}, T={T}, "
-          f"torch threads {torch.get_num_threads()}; median of {args.repeat} after a warm-up")
+          f"torch threads {torch.get_num_threads()}; median of {args.repeat} after a warm-up; "
+          f"load average {os.getloadavg()[0]:.1f} on {os.cpu_count()} cores")
     print(f"{'method':38s} {'seconds':>8s} {'peak extra MiB':>15s}")
     names = {"ours": "ours (WeightedKNN, chunked)", "sklearn": "sklearn brute cosine (oracle)",
              "plain": "one matmul + topk, unchunked"}

@@ -319,6 +319,24 @@ def test_input_validation():
     with pytest.raises(ValueError, match="n_parcels"):
         model.predict(np.full((1, 4, 4), 5))
     assert clone(model).get_params() == model.get_params()
+    with pytest.raises(ValueError, match="zero frames"):
+        ParcelToSegment().fit(np.zeros((0, 4, 4), int), np.zeros((0, 4, 4), bool))
+    boolean = np.zeros((4, 4), bool)
+    boolean[1:3, 1:3] = True  # a boolean map is read as labels 0/1
+    np.testing.assert_array_equal(fitted([1], 2, **OFF).predict(boolean), boolean)
+
+
+def test_region_oracle_keeps_regions_mostly_inside():
+    mask = np.zeros((10, 10), bool)
+    mask[:, :5] = True
+    p = np.zeros((10, 10), int)
+    p[0:2, 2:6] = 1  # 8 px, 6 inside: kept
+    p[4:6, 3:9] = 2  # 12 px, 4 inside: dropped
+    p[8, 0:2] = 2  # a second region of class 2, fully inside: kept
+    out = p2s.region_oracle(p, mask)
+    # class 0 is one region with 38 of 78 px inside: dropped
+    np.testing.assert_array_equal(out, (p == 1) | ((p == 2) & (np.arange(10)[:, None] == 8)))
+    assert (out == mask).sum() > (np.isin(p, [1, 2]) == mask).sum()  # the most pixels right
 
 
 # ---------------------------------------------------------------- JSON and provenance
