@@ -1,7 +1,26 @@
-"""`alan demo` commands (not yet implemented)."""
+"""`alan demo`: the whole ALAN (+ SSCL) pipeline on the built-in phantoms."""
+
+from __future__ import annotations
+
+from pathlib import Path
 
 import typer
 
 
+def demo(
+    out: Path = typer.Option(Path("demo-out"), "--out", help="Output folder (data, models, figures, results.json, report.html)."),
+    quick: bool = typer.Option(False, "--quick", help="Small phantoms and short training (under 2 minutes on 2 cores)."),
+    train_backbone: bool = typer.Option(False, "--train-backbone", help="Retrain the DINO backbone instead of the shipped locked one."),
+    backbone_steps: int = typer.Option(300, "--backbone-steps", help="DINO steps with --train-backbone."),
+    sscl: bool = typer.Option(True, "--sscl/--no-sscl", help="Also run the SSCL grid on the CMR phantom."),
+    seed: int = typer.Option(0, "--seed"),
+) -> None:
+    """Synthesise phantoms, parcellate, segment LV/LA, classify views, run the SSCL grid; write a report."""
+    from alan.pipelines.demo import DemoConfig, run_demo
+
+    run_demo(out, DemoConfig(quick=quick, seed=seed, train_backbone=train_backbone, backbone_steps=backbone_steps, sscl=sscl))
+    typer.echo(f"results: {out / 'results.json'}  report: {out / 'report.html'}")
+
+
 def register(app: typer.Typer) -> None:
-    """Add this module's commands to the main app."""
+    app.command("demo")(demo)

@@ -1,0 +1,214 @@
+"""`alan demo`: the whole pipeline on the built-in phantoms, with no arguments.
+
+    synthesise EchoNet / CAMUS / TMED-2 / ACDC phantoms (in their real formats)
+    -> locked phantom backbone (shipped, made once by `alan dino train`; `--train-backbone` retrains)
+    -> the ALAN protocol (RAPTOR, parcel-to-segment LV and LA, kNN views)
+    -> the SSCL grid on the CMR phantom (small encoders, few epochs)
+    -> results.json, report.html, tables on the terminal.
+"""
+
+from __future__ import annotations
+
+import platform
+import time
+from dataclasses import asdict, dataclass
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+from rich.table import Table
+
+from alan.artifacts import atomic_write_json
+from alan.errors import AlanError
+from alan.pipelines.protocol import ProtocolConfig, Timer, run_protocol
+
+ASSET_BACKBONE = "phantom_vit_tiny"
+
+
+def shipped_backbone_dir() -> Path:
+    """The locked phantom backbone shipped with the package (see its README.md for how it was made)."""
+    return Path(str(resources.files("alan") / "assets" / "backbones" / ASSET_BACKBONE))
+
+
+@dataclass
+class DemoConfig:
+    quick: bool = False
+    seed: int = 0
+    train_backbone: bool = False
+    backbone_steps: int = 300
+    sscl: bool = True
+
+    @property
+    def size(self) -> str:
+        return "small" if self.quick else "default"
+
+    def protocol(self) -> ProtocolConfig:
+        if self.quick:
+            return ProtocolConfig(n_parcels=32, raptor_epochs=1, raptor_max_steps=6, raptor_batch_size=2, seed=self.seed,
+                                  ks=(2, 10), view_k=10)
+        return ProtocolConfig(n_parcels=32, raptor_epochs=40, raptor_batch_size=4, seed=self.seed)
+
+
+def synthesize_all(data_dir: Path, cfg: DemoConfig, console: Console) -> dict[str, Path]:
+    """Write (or reuse, when an earlier demo wrote the same seed and size) the four phantom datasets."""
+    from alan.data.phantom import read_manifest, synthesize
+
+    paths = {}
+    for fmt in ("echonet", "camus", "tmed2", "acdc"):
+        path = data_dir / fmt
+        try:
+            manifest = read_manifest(path)
+        except Exception:
+            manifest = None
+        if manifest and manifest.get("seed") == cfg.seed and manifest.get("size") == cfg.size:
+            console.print(f"  reusing {path}")
+        else:
+            synthesize(fmt, path, seed=cfg.seed, size=cfg.size, force=True)
+            console.print(f"  wrote {path}")
+        paths[fmt] = path
+    return paths
+
+
+def get_backbone(cfg: DemoConfig, data: dict[str, Path], out: Path, console: Console):
+    from alan.data import open_dataset
+    from alan.models.backbones import load_backbone
+
+    shipped = shipped_backbone_dir()
+    if not cfg.train_backbone:
+        if not (shipped / "config.json").is_file():
+            raise AlanError(f"{shipped}: the shipped phantom backbone is missing; run `alan demo --train-backbone`")
+        backbone = load_backbone(shipped)
+        console.print(f"  locked phantom backbone {backbone.config.arch} [{backbone.hash}] (shipped; see {shipped / 'README.md'})")
+        return backbone, {"source": "shipped", "path": str(shipped)}
+    from alan.models.dino import DINOConfig, train_dino
+    from alan.training import RunOptions
+
+    ds = open_dataset(data["echonet"], "echonet")
+    steps = 10 if cfg.quick else cfg.backbone_steps
+    dcfg = DINOConfig(arch="vit_tiny_p8_112", out_dim=4096, hidden_dim=512, bottleneck_dim=128, n_local=4,
+                      warmup_epochs=1, warmup_teacher_temp_epochs=1)
+    opts = RunOptions(max_epochs=1000, max_steps=steps, batch_size=32, seed=cfg.seed, checkpoint_every_n_steps=None)
+    _, _, digest = train_dino(ds.split("train"), dcfg, opts, out / "dino", out / "dino" / "backbone",
+                              format="echonet", data_root=data["echonet"], command=f"alan demo --train-backbone ({steps} steps)")
+    backbone = load_backbone(out / "dino" / "backbone")
+    console.print(f"  trained backbone for {steps} steps [{digest}]")
+    return backbone, {"source": "trained", "steps": steps, "path": str(out / "dino" / "backbone")}
+
+
+def run_demo(out: str | Path, cfg: DemoConfig, console: Console | None = None) -> dict[str, Any]:
+    """Run the whole demo into `out`; returns the results dict also written to ``out/results.json``."""
+    console = console or Console()
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    timer = Timer(console)
+    t0 = time.perf_counter()
+    with timer.stage(f"synthesise phantoms ({cfg.size})"):
+        data = synthesize_all(out / "data", cfg, console)
+    with timer.stage("backbone"):
+        backbone, bb_info = get_backbone(cfg, data, out, console)
+    results = run_protocol(backbone, out, echonet=data["echonet"], camus=data["camus"], tmed2=data["tmed2"],
+                           config=cfg.protocol(), console=console, timer=timer)
+    results["backbone"].update(bb_info)
+    results["segmentation"] = _flatten_segmentation(results["segmentation"])
+    if cfg.sscl:
+        from alan.pipelines.sscl import demo_grid
+
+        with timer.stage("SSCL grid on the CMR phantom"):
+            results["sscl"] = demo_grid(data["acdc"], out / "sscl", quick=cfg.quick, seed=cfg.seed, progress=False)
+    results["stages_s"] = timer.times
+    results["total_s"] = round(time.perf_counter() - t0, 1)
+    results["config"] = asdict(cfg)
+    results["machine"] = {"python": platform.python_version(), "platform": platform.platform()}
+    atomic_write_json(out / "results.json", results)
+    write_report(results, out / "report.html")
+    print_summary(results, console)
+    return results
+
+
+def _flatten_segmentation(per_dataset: dict[str, Any]) -> dict[str, Any]:
+    """results["segmentation"][target][phase]["dice_mean"], pooled over datasets (LV: EchoNet + CAMUS),
+    with each dataset's own report kept under ["by_dataset"]."""
+    import numpy as np
+
+    flat: dict[str, Any] = {"by_dataset": per_dataset}
+    pooled: dict[tuple[str, str], list[tuple[float, float, int]]] = {}
+    for rep in per_dataset.values():
+        for target, phases in rep["dice"].items():
+            for phase, s in phases.items():
+                if s["n"]:
+                    pooled.setdefault((target, phase), []).append((s["mean"], s["std"], s["n"]))
+    for (target, phase), parts in pooled.items():
+        n = sum(p[2] for p in parts)
+        mean = sum(p[0] * p[2] for p in parts) / n
+        var = sum(p[2] * (p[1] ** 2 + (p[0] - mean) ** 2) for p in parts) / n
+        flat.setdefault(target, {})[phase] = {"dice_mean": mean, "dice_std": float(np.sqrt(var)), "n": n}
+    return flat
+
+
+def print_summary(results: dict[str, Any], console: Console) -> None:
+    from alan.cli.segment import segmentation_table
+    from alan.cli.views import views_table
+
+    for fmt, rep in results["segmentation"]["by_dataset"].items():
+        console.print(segmentation_table(rep, fmt))
+    if "views" in results:
+        console.print(views_table(results["views"]))
+    if "sscl" in results and results["sscl"].get("tables"):
+        console.print(results["sscl"]["tables"])
+    t = Table(title="Demo summary")
+    t.add_column("metric")
+    t.add_column("value", justify="right")
+    for target in ("LV", "LA"):
+        for phase in ("ED", "ES"):
+            s = results["segmentation"].get(target, {}).get(phase)
+            if s:
+                t.add_row(f"{target} {phase} DICE", f"{s['dice_mean']:.3f} ± {s['dice_std']:.3f} (n={s['n']})")
+    if "views" in results:
+        t.add_row(f"view accuracy (k={results['views']['k']})", f"{results['views']['accuracy']:.3f}")
+    for stage, secs in results["stages_s"].items():
+        t.add_row(f"time: {stage}", f"{secs:.1f} s")
+    t.add_row("time: total", f"{results['total_s']:.1f} s")
+    console.print(t)
+
+
+def write_report(results: dict[str, Any], path: Path) -> Path:
+    from alan.reports.html import Report
+
+    rep = Report("alan demo on the built-in phantoms",
+                 intro=f"backbone {results['backbone'].get('arch')} [{results['backbone'].get('hash')}], "
+                       f"RAPTOR K={results.get('raptor', {}).get('K')} [{results.get('raptor', {}).get('hash')}]. "
+                       "All numbers are on held-out test records of synthetic data.")
+    seg = rep.section("Segmentation (parcel-to-segment), DICE")
+    for fmt, r in results["segmentation"]["by_dataset"].items():
+        rows = []
+        for target, phases in r["dice"].items():
+            for phase, s in phases.items():
+                paper = (r.get("paper") or {}).get(target, {}).get(phase)
+                rows.append([target, phase, s["mean"], s["std"], s["n"], r["oracle"][target].get(phase),
+                             None if paper is None else paper / 100])
+        seg.tables.append((fmt, ["target", "phase", "mean", "std", "n", "oracle", "paper (real data)"], rows))
+        if r.get("ef"):
+            seg.paragraphs.append(f"{fmt} EF ({r['ef']['method']}): MAE vs the dataset's EF "
+                                  f"{r['ef']['mae_pred_vs_reference']:.1f} points; with ground-truth masks "
+                                  f"{r['ef']['mae_truth_masks_vs_reference']:.1f}.")
+        for f in r.get("figures", []):
+            seg.figures.append((Path(f), Path(f).stem.replace("_", " ")))
+    if "views" in results:
+        v = results["views"]
+        sec = rep.section("View classification (weighted kNN), accuracy")
+        rows = [[f"k={k}", *[r["per_class"][c] for c in v["classes"]], r["accuracy"]] for k, r in v["by_k"].items()]
+        sec.tables.append(("TMED-2 phantom test split", ["k", *v["classes"], "overall"], rows))
+        for f in v.get("figures", []):
+            sec.figures.append((Path(f), "confusion matrix"))
+    if "sscl" in results:
+        s = results["sscl"]
+        sec = rep.section("SSCL with anatomic priors (macro AUC)")
+        if s.get("tables"):
+            sec.paragraphs.append(s["tables"])
+        for f in s.get("figures", []):
+            sec.figures.append((Path(f), Path(f).stem.replace("_", " ")))
+    times = rep.section("Time per stage")
+    times.tables.append(("seconds", ["stage", "s"], [[k, v] for k, v in results["stages_s"].items()] + [["total", results["total_s"]]]))
+    return rep.write(path)
+

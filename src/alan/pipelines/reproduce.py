@@ -1,0 +1,58 @@
+"""`reproduce_alan`: the paper's protocol on the real datasets (or phantoms in their formats)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+from rich.console import Console
+
+from alan.artifacts import atomic_write_json
+from alan.errors import AlanError
+from alan.pipelines.protocol import ProtocolConfig, Timer, run_protocol
+
+
+def reproduce_alan(out: str | Path, *, echonet: Path | None, camus: Path | None, tmed2: Path | None,
+                   backbone: Path | None = None, dino_weights: Path | None = None, arch: str = "vit_small_p4_112",
+                   dino_epochs: int = 40, k: int = 64, raptor_epochs: int = 40, raptor_max_steps: int = -1,
+                   accelerator: str = "auto", devices: Any = "auto", seed: int = 0,
+                   console: Console | None = None) -> dict[str, Any]:
+    """Backbone (given, imported from official DINO weights, or trained on EchoNet TRAIN) -> protocol."""
+    from alan.data import open_dataset
+    from alan.models.backbones import load_backbone
+    from alan.pipelines.demo import _flatten_segmentation, print_summary, write_report
+
+    console = console or Console()
+    out = Path(out)
+    timer = Timer(console)
+    run = {"accelerator": accelerator, "devices": devices}
+    with timer.stage("backbone"):
+        if backbone is not None:
+            bb = load_backbone(backbone)
+        elif dino_weights is not None:
+            from alan.models.backbones import save_backbone
+            from alan.models.weights import import_backbone
+
+            save_backbone(import_backbone(dino_weights, "vit_small_p8_224"), out / "backbone",
+                          meta={"source": f"imported from {dino_weights}"})
+            bb = load_backbone(out / "backbone")
+        else:
+            if echonet is None:
+                raise AlanError("training a backbone needs --echonet (its TRAIN frames), or give --backbone / --dino-weights")
+            from alan.models.dino import DINOConfig, train_dino
+            from alan.training import RunOptions
+
+            ds = open_dataset(echonet, "echonet")
+            opts = RunOptions(max_epochs=dino_epochs, batch_size=64, seed=seed, **run)
+            train_dino(ds.split("train"), DINOConfig(arch=arch), opts, out / "dino", out / "backbone",
+                       format="echonet", data_root=echonet, command="alan reproduce alan")
+            bb = load_backbone(out / "backbone")
+    cfg = ProtocolConfig(n_parcels=k, raptor_epochs=raptor_epochs, raptor_max_steps=raptor_max_steps, seed=seed, run=run)
+    results = run_protocol(bb, out, echonet=echonet, camus=camus, tmed2=tmed2, config=cfg, console=console, timer=timer)
+    results["segmentation"] = _flatten_segmentation(results["segmentation"])
+    results["stages_s"] = timer.times
+    results["total_s"] = round(sum(timer.times.values()), 1)
+    atomic_write_json(out / "results.json", results)
+    write_report(results, out / "report.html")
+    print_summary(results, console)
+    return results
