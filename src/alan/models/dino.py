@@ -21,6 +21,7 @@ DDP run matches a single-process run of the same global batch.
 
 from __future__ import annotations
 
+import warnings
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
@@ -108,8 +109,10 @@ class DINO(L.LightningModule):
         self.teacher_backbone.load_state_dict(self.student_backbone.state_dict())
         head = dict(input_dim=spec.embed_dim, hidden_dim=config.hidden_dim, bottleneck_dim=config.bottleneck_dim,
                     output_dim=config.out_dim, norm_last_layer=config.norm_last_layer)
-        self.student_head = DINOProjectionHead(**head, freeze_last_layer=1)
-        self.teacher_head = DINOProjectionHead(**head)
+        with warnings.catch_warnings():  # lightly's head uses the deprecated (equivalent) weight_norm
+            warnings.filterwarnings("ignore", message=".*weight_norm.*deprecated", category=FutureWarning)
+            self.student_head = DINOProjectionHead(**head, freeze_last_layer=1)
+            self.teacher_head = DINOProjectionHead(**head)
         self.teacher_head.load_state_dict(self.student_head.state_dict())
         deactivate_requires_grad(self.teacher_backbone)
         deactivate_requires_grad(self.teacher_head)
@@ -270,8 +273,9 @@ def train_dino(records: list[Record], config: DINOConfig, opts: RunOptions, run_
     spec = arch_spec(config.arch)
     size = frame_size or spec.img_size
     dataset = FrameDataset(records, size=size, cache_videos=cache_videos)
-    if len(dataset) == 0:
-        raise AlanError(f"no frames to train on in split {split!r}")
+    if len(dataset) < opts.batch_size:
+        raise AlanError(f"{len(dataset)} frames in split {split!r} is fewer than one batch of {opts.batch_size}; "
+                        "lower --batch-size")
     fp = fingerprint(records, format, split=split, size=size)
     mean, std = data_stats(dataset, fp, run_dir, stats_records)
     L.seed_everything(opts.seed, workers=True, verbose=False)  # the initial weights are a function of the seed
