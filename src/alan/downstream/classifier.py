@@ -269,6 +269,19 @@ def _train_softmax_regression(z: torch.Tensor, t: torch.Tensor, n_classes: int, 
     (L2 added to the gradient, bias included), without autograd and optimizer overhead: this
     loop runs thousands of times in the grid's cross-validation. `wb` is (C, D + 1), bias last.
     Returns the weights at the lowest validation loss, the per-epoch history and that epoch."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)  # (C, D) ops: waking a thread pool costs ~100x the op itself
+    try:
+        return _adam_loop(z, t, n_classes, wb, tr, va, lr=lr, batch_size=batch_size, weight_decay=weight_decay,
+                          max_epochs=max_epochs, patience=patience, seed=seed, eval_fn=eval_fn)
+    finally:
+        torch.set_num_threads(threads)
+
+
+@torch.no_grad()
+def _adam_loop(z: torch.Tensor, t: torch.Tensor, n_classes: int, wb: torch.Tensor, tr: np.ndarray, va: np.ndarray, *,
+               lr: float, batch_size: int, weight_decay: float, max_epochs: int, patience: int, seed: int,
+               eval_fn: Any) -> tuple[torch.Tensor, list[dict[str, float]], int]:
     wb = wb.clone()
     m, v = torch.zeros_like(wb), torch.zeros_like(wb)
     b1, b2, eps = 0.9, 0.999, 1e-8
