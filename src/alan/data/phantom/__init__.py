@@ -13,12 +13,12 @@ See docs/phantom.md for what is modelled and what is not.
 from alan.data.phantom.cmr import GROUPS, CMRCine, CMRPatient, cmr_patient
 from alan.data.phantom.echo import VIEWS, EchoPatient, EchoSequence, echo_sequence
 from alan.data.phantom.sizes import SIZE_NAMES, SIZES, preset
-from alan.data.phantom.write import CAMUS_RELEASES, MANIFEST, WRITERS, read_manifest, synthesize
+from alan.data.phantom.write import CAMUS_RELEASES, MANIFEST, WRITERS, generate, read_manifest, synthesize
 
 FORMATS: tuple[str, ...] = tuple(WRITERS)
 
 __all__ = [
     "CAMUS_RELEASES", "CMRCine", "CMRPatient", "EchoPatient", "EchoSequence", "FORMATS", "GROUPS",
-    "MANIFEST", "SIZES", "SIZE_NAMES", "VIEWS", "cmr_patient", "echo_sequence", "preset",
+    "MANIFEST", "SIZES", "SIZE_NAMES", "VIEWS", "cmr_patient", "echo_sequence", "generate", "preset",
     "read_manifest", "synthesize",
 ]

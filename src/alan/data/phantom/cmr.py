@@ -34,10 +34,10 @@ from alan.data.phantom.shapes import contraction, ellipse_radius, fourier_wobble
 GROUPS: tuple[str, ...] = ("NOR", "DCM", "HCM", "MINF", "RV")
 #: ACDC label values.
 LABEL_CODES: dict[str, int] = {"RV": 1, "MYO": 2, "LV": 3}
-#: Candidate blob centres in the body frame (fractions of the body semi-axes), one per group.
-SPURIOUS_SITES: tuple[tuple[float, float], ...] = (
-    (-0.62, -0.55), (0.05, -0.78), (-0.82, 0.05), (-0.45, 0.72), (0.78, 0.45),
-)
+#: Candidate blob centres (mm, patient frame: x to the image right, y down; origin = body
+#: centre), one per group in `GROUPS` order; all inside the body, inside the field of view and
+#: at least ~15 mm away from the largest hearts.
+SPURIOUS_SITES: tuple[tuple[float, float], ...] = ((-70.0, -85.0), (60.0, -88.0), (-80.0, 45.0), (-32.0, 68.0), (75.0, 40.0))
 
 
 @dataclass(frozen=True)
@@ -279,7 +279,7 @@ def cmr_patient(
         sx, sy = SPURIOUS_SITES[site]
         radius = float(blob_rng.uniform(6.0, 8.0))
         level = float(blob_rng.uniform(1100, 1300))
-        blob = np.hypot(X - sx * body_a * 0.9, Y - sy * body_b * 0.9) < radius
+        blob = np.hypot(X - sx, Y - sy) < radius
         image[:, :, blob] = level
         info = {"site": site, "in_class": site == own, "mode": spurious, "radius_mm": radius, "level": level}
 

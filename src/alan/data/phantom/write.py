@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from alan.data.phantom.cmr import GROUPS, cmr_patient
+from alan.data.phantom.cmr import GROUPS, CMRCine, cmr_patient
 from alan.data.phantom.echo import (
     AS_GRADES,
     QUALITIES,
@@ -81,9 +81,9 @@ def _top_rng(seed: int) -> np.random.Generator:
     return np.random.default_rng([seed, 0x5EED])
 
 
-def _children(seed: int, n: int) -> list[np.random.Generator]:
-    """One independent stream per record."""
-    return [np.random.default_rng(s) for s in np.random.SeedSequence(seed).spawn(n)]
+def record_seeds(seed: int, n: int) -> list[np.random.SeedSequence]:
+    """One independent seed per record (record i of a dataset always uses the i-th)."""
+    return np.random.SeedSequence(seed).spawn(n)
 
 
 def _run(fn: Callable[..., Any], tasks: list[tuple], workers: int, progress: Progress | None) -> list[Any]:
@@ -198,16 +198,32 @@ def _hexname(rng: np.random.Generator) -> str:
 # ------------------------------------------------------------------------------ EchoNet
 
 
-def _echonet_video(seq_seed: np.random.SeedSequence, root: Path, cfg: dict[str, Any], codec: str, split: str):
-    import cv2
-
+def echonet_video(seq_seed: np.random.SeedSequence, size: str = "default") -> dict[str, Any]:
+    """One EchoNet-style A4C video (in memory): name, `EchoSequence`, FPS, tracing row order."""
+    cfg = preset("echonet", size)
     rng = np.random.default_rng(seq_seed)
-    H, W = cfg["image"]
     name = _hexname(rng)
     n_frames = int(rng.integers(cfg["frames"][0], cfg["frames"][1] + 1))
     fps = 50.0
     quality = str(rng.choice(QUALITIES, p=[0.5, 0.35, 0.15]))
-    seq = echo_sequence("A4C", rng, n_frames=n_frames, size=(H, W), fps=fps, quality=quality)
+    seq = echo_sequence("A4C", rng, n_frames=n_frames, size=tuple(cfg["image"]), fps=fps, quality=quality)
+    es_first = bool(rng.random() < 0.5)  # real EchoNet rows are not ED-first; readers decide by area
+    return {"name": name, "seq": seq, "fps": fps, "quality": quality, "es_rows_first": es_first}
+
+
+def echonet_plan(seed: int, size: str) -> list[tuple[np.random.SeedSequence, str]]:
+    """(record seed, Split) per video, TRAIN/VAL/TEST ~ 60/20/20."""
+    n = preset("echonet", size)["videos"]
+    split = _splits(n, (0.6, 0.2, 0.2), _top_rng(seed))
+    return [(q, ("TRAIN", "VAL", "TEST")[split[i]]) for i, q in enumerate(record_seeds(seed, n))]
+
+
+def _echonet_video(seq_seed: np.random.SeedSequence, root: Path, size: str, codec: str, split: str):
+    import cv2
+
+    v = echonet_video(seq_seed, size)
+    seq, name, fps = v["seq"], v["name"], v["fps"]
+    T, H, W = seq.frames.shape
     path = root / "Videos" / f"{name}.avi"
     writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, (W, H))
     if not writer.isOpened():
@@ -215,24 +231,20 @@ def _echonet_video(seq_seed: np.random.SeedSequence, root: Path, cfg: dict[str, 
     for frame in seq.frames:
         writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
     writer.release()
-    row = [name, _fmt(seq.ef), _fmt(seq.esv), _fmt(seq.edv), H, W, int(fps), n_frames, split]
-    order = [seq.es, seq.ed] if rng.random() < 0.5 else [seq.ed, seq.es]
+    row = [name, _fmt(seq.ef), _fmt(seq.esv), _fmt(seq.edv), H, W, int(fps), T, split]
+    order = [seq.es, seq.ed] if v["es_rows_first"] else [seq.ed, seq.es]
     traces = [[f"{name}.avi", _fmt(x1), _fmt(y1), _fmt(x2), _fmt(y2), f] for f in order for x1, y1, x2, y2 in seq.tracings[f]]
     p = seq.meta["patient"]
-    truth = {"id": name, "ed": seq.ed, "es": seq.es, "ef": seq.ef, "ef_target": 100 * p.ef_target,
-             "es_rows_first": order[0] == seq.es, "quality": quality}
+    truth = {"id": name, "split": split.lower(), "ed": seq.ed, "es": seq.es, "ef": seq.ef, "ef_target": 100 * p.ef_target,
+             "es_rows_first": v["es_rows_first"], "quality": v["quality"]}
     return row, traces, truth
 
 
 def write_echonet(root: Path, seed: int, size: str, progress: Progress | None = None, codec: str = "FFV1",
                   workers: int = 1) -> list[dict[str, Any]]:
     """EchoNet-Dynamic layout: Videos/*.avi, FileList.csv, VolumeTracings.csv."""
-    cfg = preset("echonet", size)
-    n = cfg["videos"]
-    split = _splits(n, (0.6, 0.2, 0.2), _top_rng(seed))
-    names_split = ("TRAIN", "VAL", "TEST")
     (root / "Videos").mkdir()
-    tasks = [(s, root, cfg, codec, names_split[split[i]]) for i, s in enumerate(np.random.SeedSequence(seed).spawn(n))]
+    tasks = [(s, root, size, codec, split) for s, split in echonet_plan(seed, size)]
     results = _run(_echonet_video, tasks, workers, progress)
     names = [r[0][0] for r in results]
     if len(set(names)) != len(names):  # 64-bit names: practically never; refuse rather than overwrite
@@ -277,7 +289,7 @@ def camus_patient(rng: np.random.Generator, size: tuple[int, int]) -> dict[str, 
     return {"patient": patient, "quality": quality, "views": views, "edv": vol["ED"], "esv": vol["ES"], "ef": ef}
 
 
-def _camus_labels(seq) -> np.ndarray:
+def camus_labels(seq) -> np.ndarray:
     """Echo phantom label map -> CAMUS values (1 LV, 2 MYO, 3 LA; RV is background)."""
     lut = np.array([0, 1, 2, 3, 0], np.uint8)
     return lut[seq.labels]
@@ -290,7 +302,7 @@ def _camus_write_patient(seq_seed: np.random.SeedSequence, pid: str, pdir: Path,
     pdir.mkdir(parents=True)
     for view, v in data["views"].items():
         seq = v["seq"]
-        frames, labels = seq.frames, _camus_labels(seq)
+        frames, labels = seq.frames, camus_labels(seq)
         sp = seq.spacing_mm
         ed, es = v["ed"], v["es"]
         stem = pdir / f"{pid}_{view}"
@@ -329,25 +341,30 @@ def write_camus(root: Path, seed: int, size: str, progress: Progress | None = No
     """
     if release not in CAMUS_RELEASES:
         raise ValueError(f"unknown CAMUS release {release!r}; expected one of {CAMUS_RELEASES}")
-    cfg = preset("camus", size)
-    n = cfg["patients"]
-    split = _splits(n, (0.7, 0.15, 0.15), _top_rng(seed))
-    names = [f"patient{i + 1:04d}" for i in range(n)]
+    image = tuple(preset("camus", size)["image"])
+    plan = camus_plan(seed, size)
     tasks = []
-    for i, s in enumerate(np.random.SeedSequence(seed).spawn(n)):
+    for q, pid, split in plan:
         if release == "nifti":
-            pdir = root / "database_nifti" / names[i]
+            pdir = root / "database_nifti" / pid
         else:
-            pdir = root / ("testing" if split[i] == 2 else "training") / names[i]
-        has_gt = release == "nifti" or split[i] != 2
-        tasks.append((s, names[i], pdir, cfg["image"], release, ("train", "val", "test")[split[i]], has_gt))
+            pdir = root / ("testing" if split == "test" else "training") / pid
+        has_gt = release == "nifti" or split != "test"
+        tasks.append((q, pid, pdir, image, release, split, has_gt))
     truth = _run(_camus_write_patient, tasks, workers, progress)
     if release == "nifti":
         (root / "database_split").mkdir(parents=True)
-        for k, stem in enumerate(("training", "validation", "testing")):
-            listed = [names[i] for i in range(n) if split[i] == k]
+        for split, stem in (("train", "training"), ("val", "validation"), ("test", "testing")):
+            listed = [pid for _, pid, sp in plan if sp == split]
             (root / "database_split" / f"subgroup_{stem}.txt").write_text("".join(f"{x}\n" for x in listed))
     return truth
+
+
+def camus_plan(seed: int, size: str) -> list[tuple[np.random.SeedSequence, str, str]]:
+    """(record seed, patient name, split) per patient, train/val/test ~ 70/15/15."""
+    n = preset("camus", size)["patients"]
+    split = _splits(n, (0.7, 0.15, 0.15), _top_rng(seed))
+    return [(q, f"patient{i + 1:04d}", ("train", "val", "test")[split[i]]) for i, q in enumerate(record_seeds(seed, n))]
 
 
 # ------------------------------------------------------------------------------ TMED-2
@@ -356,9 +373,10 @@ TMED_VIEWS: tuple[str, ...] = ("PLAX", "PSAX", "A4C", "A2C")
 TMED_SETS: tuple[str, ...] = ("view_and_diagnosis_labeled_set/labeled", "view_labeled_set/labeled")
 
 
-def _tmed2_study(seq_seed: np.random.SeedSequence, s: int, root: Path, per: int, image: tuple[int, int]):
-    import cv2
-
+def tmed2_study(seq_seed: np.random.SeedSequence, s: int, size: str = "default") -> list[dict[str, Any]]:
+    """The still images of study number `s` (in memory): query_key, labels, folder, frame."""
+    cfg = preset("tmed2", size)
+    per = cfg["images_per_study"]
     rng = np.random.default_rng(seq_seed)
     study = 1000 + 17 * s + int(rng.integers(0, 17))
     diagnosed = s % 3 != 2  # two thirds of the studies carry an AS diagnosis
@@ -367,7 +385,7 @@ def _tmed2_study(seq_seed: np.random.SeedSequence, s: int, root: Path, per: int,
     folder = TMED_SETS[0] if diagnosed else TMED_SETS[1]
     views = [TMED_VIEWS[(k + s) % 4] for k in range(per)]
     rng.shuffle(views)
-    rows, truth = [], []
+    out = []
     for k in range(per):
         view_label = views[k]
         u = rng.random()
@@ -377,14 +395,32 @@ def _tmed2_study(seq_seed: np.random.SeedSequence, s: int, root: Path, per: int,
             view_label = "Not_Provided"
         render = view_label if view_label in TMED_VIEWS else str(rng.choice(["A4C", "A2C"]))
         quality = str(rng.choice(QUALITIES, p=[0.5, 0.35, 0.15]))
-        seq = echo_sequence(render, rng, phases=np.array([rng.random()]), size=image, patient=patient, quality=quality)
-        key = f"{study}s1_{k}.png"
-        ok, png = cv2.imencode(".png", seq.frames[0])
-        (root / folder / key).write_bytes(png.tobytes())
-        diag = AS_GRADES[grade] if diagnosed else "Not_Provided"
-        rows.append((key, view_label, diag, folder, s))
-        truth.append({"id": key, "view": view_label, "rendered": render, "study": study, "diagnosis": diag})
+        seq = echo_sequence(render, rng, phases=np.array([rng.random()]), size=tuple(cfg["image"]), patient=patient, quality=quality)
+        out.append({"query_key": f"{study}s1_{k}.png", "view_label": view_label, "rendered": render, "study": study,
+                    "diagnosis_label": AS_GRADES[grade] if diagnosed else "Not_Provided", "folder": folder,
+                    "study_index": s, "frame": seq.frames[0], "labels": seq.labels[0]})
+    return out
+
+
+def _tmed2_study(seq_seed: np.random.SeedSequence, s: int, root: Path, size: str):
+    import cv2
+
+    items = tmed2_study(seq_seed, s, size)
+    rows, truth = [], []
+    for it in items:
+        ok, png = cv2.imencode(".png", it["frame"])
+        (root / it["folder"] / it["query_key"]).write_bytes(png.tobytes())
+        rows.append((it["query_key"], it["view_label"], it["diagnosis_label"], it["folder"], s))
+        truth.append({"id": it["query_key"], "view": it["view_label"], "rendered": it["rendered"], "study": it["study"],
+                      "diagnosis": it["diagnosis_label"]})
     return rows, truth
+
+
+def tmed2_folds(seed: int, size: str) -> list[np.ndarray]:
+    """Per fold 0..2, the split index (0 train, 1 val, 2 test) of every study (~60/20/20)."""
+    n = preset("tmed2", size)["studies"]
+    top = _top_rng(seed)
+    return [_splits(n, (0.6, 0.2, 0.2), top) for _ in range(3)]
 
 
 def write_tmed2(root: Path, seed: int, size: str, progress: Progress | None = None, workers: int = 1) -> list[dict[str, Any]]:
@@ -395,13 +431,12 @@ def write_tmed2(root: Path, seed: int, size: str, progress: Progress | None = No
     diagnosis Not_Provided.
     """
     cfg = preset("tmed2", size)
-    n_studies, per = cfg["studies"], cfg["images_per_study"]
+    n_studies = cfg["studies"]
     for folder in TMED_SETS:
         (root / folder).mkdir(parents=True)
     (root / "DEV479").mkdir()
-    top = _top_rng(seed)
-    folds = [_splits(n_studies, (0.6, 0.2, 0.2), top) for _ in range(3)]
-    tasks = [(q, s, root, per, cfg["image"]) for s, q in enumerate(np.random.SeedSequence(seed).spawn(n_studies))]
+    folds = tmed2_folds(seed, size)
+    tasks = [(q, s, root, size) for s, q in enumerate(record_seeds(seed, n_studies))]
     results = _run(_tmed2_study, tasks, workers, progress)
     rows = [r for res in results for r in res[0]]
     _write_csv(root / "labels_per_image.csv", ["query_key", "view_label", "diagnosis_label"],
@@ -419,12 +454,19 @@ def write_tmed2(root: Path, seed: int, size: str, progress: Progress | None = No
 ACDC_TRAIN_ORDER: tuple[str, ...] = ("DCM", "HCM", "MINF", "NOR", "RV")  # real ACDC's blocks of 20
 
 
-def _acdc_patient(seq_seed: np.random.SeedSequence, pid: str, pdir: Path, group: str, cfg: dict[str, Any],
-                  mode: str | None, spurious_p: float) -> dict[str, Any]:
+def acdc_cine(seq_seed: np.random.SeedSequence, group: str, size: str = "default", mode: str | None = None,
+              spurious_p: float = 0.9) -> CMRCine:
+    """One ACDC-style patient (in memory)."""
+    cfg = preset("acdc", size)
     rng = np.random.default_rng(seq_seed)
     n_frames = int(rng.integers(cfg["frames"][0], cfg["frames"][1] + 1))
-    cine = cmr_patient(group, rng, size=cfg["image"], n_slices=cfg["slices"], n_frames=n_frames,
+    return cmr_patient(group, rng, size=tuple(cfg["image"]), n_slices=cfg["slices"], n_frames=n_frames,
                        spurious=mode, spurious_p=spurious_p)
+
+
+def _acdc_patient(seq_seed: np.random.SeedSequence, pid: str, pdir: Path, group: str, size: str,
+                  mode: str | None, spurious_p: float) -> dict[str, Any]:
+    cine = acdc_cine(seq_seed, group, size, mode, spurious_p)
     pdir.mkdir(parents=True)
     sr, sc, sz = cine.spacing
     # Image rows/cols (H, W) are the transpose of nibabel's (X, Y): (Z, T, H, W) -> (X, Y, Z, T).
@@ -452,20 +494,30 @@ def write_acdc(root: Path, seed: int, size: str, progress: Progress | None = Non
     """
     if broken_test and not spurious:
         raise ValueError("broken_test needs spurious=True")
+    tasks = [(q, pid, root / folder / pid, group, size, mode, spurious_p)
+             for q, pid, folder, group, mode in acdc_plan(seed, size, spurious, broken_test)]
+    return _run(_acdc_patient, tasks, workers, progress)
+
+
+def acdc_plan(seed: int, size: str, spurious: bool = False, broken_test: bool = False):
+    """(record seed, patient name, folder, group, spurious mode) per patient.
+
+    training/ holds blocks of each group in ACDC's order (DCM, HCM, MINF, NOR, RV); testing/
+    the groups shuffled, numbered on after training like ACDC's patient101-150.
+    """
     cfg = preset("acdc", size)
     ntr, nte = cfg["train_per_group"], cfg["test_per_group"]
     plan = [("training", g) for g in ACDC_TRAIN_ORDER for _ in range(ntr)]
     test_groups = [g for g in GROUPS for _ in range(nte)]
     plan += [("testing", test_groups[i]) for i in _top_rng(seed).permutation(len(test_groups))]
-    tasks = []
-    for i, s in enumerate(np.random.SeedSequence(seed).spawn(len(plan))):
+    out = []
+    for i, q in enumerate(record_seeds(seed, len(plan))):
         folder, group = plan[i]
-        pid = f"patient{i + 1:03d}"
         mode = None
         if spurious:
             mode = "broken" if (folder == "testing" and broken_test) else "train"
-        tasks.append((s, pid, root / folder / pid, group, cfg, mode, spurious_p))
-    return _run(_acdc_patient, tasks, workers, progress)
+        out.append((q, f"patient{i + 1:03d}", folder, group, mode))
+    return out
 
 
 # ------------------------------------------------------------------------------ entry point
@@ -497,9 +549,38 @@ def synthesize(format: str, out: str | Path, seed: int = 0, size: str = "default
     return Path(out)
 
 
+def generate(format: str, seed: int = 0, size: str = "small", **options: Any) -> list[dict[str, Any]]:
+    """The records `synthesize` writes, in memory, in the same order (for tests and other code).
+
+    echonet: {name, split, seq (EchoSequence), ...}; camus: {id, split, views {2CH, 4CH}:
+    {seq, ed, es, ...}, edv, esv, ef, ...}; tmed2: one dict per image {query_key, view_label,
+    diagnosis_label, folder, frame, labels, ...}; acdc: {id, split, group, cine (CMRCine)}.
+    """
+    if format == "echonet":
+        return [{**echonet_video(q, size), "split": split} for q, split in echonet_plan(seed, size)]
+    if format == "camus":
+        image = tuple(preset("camus", size)["image"])
+        return [{**camus_patient(np.random.default_rng(q), image), "id": pid, "split": split}
+                for q, pid, split in camus_plan(seed, size)]
+    if format == "tmed2":
+        folds = tmed2_folds(seed, size)
+        out = []
+        for s, q in enumerate(record_seeds(seed, preset("tmed2", size)["studies"])):
+            for item in tmed2_study(q, s, size):
+                out.append({**item, "splits": [("train", "val", "test")[f[s]] for f in folds]})
+        return out
+    if format == "acdc":
+        spurious_p = options.get("spurious_p", 0.9)
+        return [{"id": pid, "split": "train" if folder == "training" else "test", "group": group,
+                 "cine": acdc_cine(q, group, size, mode, spurious_p)}
+                for q, pid, folder, group, mode in acdc_plan(seed, size, options.get("spurious", False),
+                                                              options.get("broken_test", False))]
+    raise ValueError(f"unknown phantom format {format!r}; expected one of {', '.join(WRITERS)}")
+
+
 def read_manifest(root: str | Path) -> dict[str, Any]:
     """The ``phantom.json`` of a phantom dataset."""
     return json.loads((Path(root) / MANIFEST).read_text())
 
 
-__all__ = ["CAMUS_RELEASES", "MANIFEST", "WRITERS", "camus_patient", "read_manifest", "staging", "synthesize"]
+__all__ = ["CAMUS_RELEASES", "MANIFEST", "WRITERS", "camus_patient", "generate", "read_manifest", "staging", "synthesize"]
