@@ -205,6 +205,20 @@ def load_encoder_artifact(path: str | Path) -> Pretrained:
     return Pretrained(enc, config.get("hash"), Path(path), config)
 
 
+def make_mask_source(kind: str = "gt", backbone: str | Path | None = None, head: str | Path | None = None,
+                     models: Sequence[str | Path] = (), batch_size: int = 32) -> MaskSource:
+    """The heart-mask source by name: "gt" (dataset annotations) or "alan" (backbone + head + P2S files)."""
+    if kind == "gt":
+        return GroundTruthMasks()
+    if kind == "alan":
+        if backbone is None or head is None or not models:
+            raise AlanError("the alan mask source needs --alan-backbone, --alan-head and at least one --alan-p2s")
+        from alan.data.cmr import AlanMasks
+
+        return AlanMasks.from_paths(backbone, head, list(models), batch_size=batch_size)
+    raise AlanError(f"unknown mask source {kind!r}; expected gt or alan")
+
+
 # =============================================================================== splits and CV
 def patient_split(patients: Sequence[Any], labels: Sequence[Any], test_size: float = 0.3,
                   seed: int = 0) -> tuple[np.ndarray, np.ndarray]:
@@ -618,6 +632,6 @@ def summary_json(result: Mapping[str, Any]) -> dict[str, Any]:
     return _jsonable({k: result[k] for k in keep if k in result})
 
 
-__all__ = ["GridConfig", "INPUTS", "PAPER_ACDC", "PRETRAININGS", "PretrainConfig", "Pretrained", "aggregate",
+__all__ = ["GridConfig", "INPUTS", "PAPER_ACDC", "make_mask_source", "PRETRAININGS", "PretrainConfig", "Pretrained", "aggregate",
            "format_tables", "load_encoder_artifact", "match_imagenet_weights", "patient_split", "plot_convergence",
            "pretrain", "pretrain_images", "run_grid", "select_hyperparameters", "summary_json"]
