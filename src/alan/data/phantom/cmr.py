@@ -146,22 +146,27 @@ def _heart(p: CMRPatient, x: np.ndarray, y: np.ndarray, z: float, c: np.ndarray)
     lv = r[None] < rad
     outer = r[None] ** 2 < rad**2 + area[None]
     myo = outer & ~lv
-    # RV crescent: an ellipse left-anterior of the LV, minus the LV epicardium.
-    rv_taper = 1.0 - 0.75 * z**1.5
-    e = (p.lv_radius + p.wall) * 1.0
-    cx, cy = -0.72 * e * p.rv_scale**0.6, -0.12 * e
+    # RV crescent: an ellipse wrapped around the LV's left (septal) side, minus the LV
+    # epicardium; T is its free-wall distance from the epicardium (larger when dilated).
+    rv_taper = 1.0 - 0.8 * z**1.5
+    e = p.lv_radius * taper + p.wall
+    thick = 0.55 * e * p.rv_scale * rv_taper
+    thick_top = 0.3 * e * p.rv_scale * rv_taper
+    a_rv = 0.95 * e + 0.5 * thick
+    cx, cy = -(e + thick) + a_rv, -0.08 * e
+    b_rv = e + thick_top
     rv_k = 1.0 - np.sqrt(1.0 - p.rv_ef)
-    a_rv = 1.05 * e * p.rv_scale * rv_taper
-    b_rv = 1.25 * e * (0.8 + 0.2 * p.rv_scale) * max(rv_taper, 0.3)
     dx, dy = x - cx, y - cy
     r_rv = np.hypot(dx, dy)
-    th_rv = np.arctan2(dy, dx) - 0.2
+    th_rv = np.arctan2(dy, dx)
     r0_rv = ellipse_radius(th_rv, a_rv, b_rv) * fourier_wobble(th_rv, p.wobble_rv)
-    rv_rad = r0_rv[None] * (1.0 - c3 * rv_k * 0.8)
-    present = rv_taper > 0.3
+    # The free wall moves in; the septal side is the LV's (subtracted below).
+    rv_rad = r0_rv[None] * (1.0 - c3 * rv_k * 0.45)
+    present = rv_taper > 0.35
     rv = (r_rv[None] < rv_rad) & ~outer & present
     rv_wall = (r_rv[None] < rv_rad + 3.0) & ~outer & ~rv & present
-    return lv, myo, rv, rv_wall, outer
+    fat = (r_rv[None] < rv_rad + 5.5) & ~outer & ~rv & ~rv_wall & present & (np.cos(th_rv + 2.0) > 0.6)[None]
+    return lv, myo, rv, rv_wall, outer, fat
 
 
 def cmr_patient(
@@ -215,10 +220,11 @@ def cmr_patient(
         "lung": 30.0, "liver": float(anat_rng.uniform(280, 360)), "bone": 320.0, "cortex": 60.0,
         "blood": lv_i, "myo": float(anat_rng.uniform(140, 200)), "medi": float(anat_rng.uniform(220, 300)),
     }
-    bias = 1.0 + 0.25 * np.clip(-Y / body_b, -1, 1) + 0.08 * anat_rng.standard_normal()
-    liver_top = float(anat_rng.uniform(0.35, 0.6))
+    bias = 1.0 + 0.2 * np.clip(-Y / body_b, -1, 1) + float(np.clip(0.05 * anat_rng.standard_normal(), -0.1, 0.1))
+    liver_top = float(anat_rng.uniform(0.5, 0.75))
     rings = anat_rng.uniform(0.2, 0.8, 4)  # epicardial fat extents
 
+    texture = (1.0 + 0.07 * ndimage.gaussian_filter(anat_rng.standard_normal((H, W)), 2.5 * H / 128) / 0.11).astype(np.float32)
     zs = np.linspace(0.05, 0.92, n_slices)
     image = np.empty((n_slices, T, H, W), np.float32)
     labels = np.zeros((n_slices, T, H, W), np.uint8)
@@ -235,22 +241,24 @@ def cmr_patient(
         lung_r = np.hypot((X - 75) / 50, (Y - 5) / 68) < 1
         bg[inner & (lung_l | lung_r)] = lev["lung"]
         if z > liver_top:  # liver rises into the lower slices on the patient's right (image left)
-            liver = np.hypot((X + 55) / 75, (Y - 45) / (40 + 60 * (z - liver_top))) < 1
+            liver = np.hypot((X + 60) / 70, (Y - 55) / (25 + 80 * (z - liver_top))) < 1
             bg[inner & liver] = lev["liver"]
         spine = np.hypot(X + 2, Y - 80) < 17
         bg[spine] = lev["cortex"]
         bg[np.hypot(X + 2, Y - 80) < 14] = lev["bone"]
         bg[np.hypot(X - 24, Y - 58) < 11] = lev["blood"] * 0.95  # descending aorta
-        lv, myo, rv, rv_wall, outer = _heart(p, hx, hy, float(z), c)
+        bg *= texture
+        lv, myo, rv, rv_wall, outer, rv_fat = _heart(p, hx, hy, float(z), c)
         # Epicardial fat: patches in the grooves around the heart.
         th = np.arctan2(hy, hx)
         rr = np.hypot(hx, hy)
         epi = (p.lv_radius + p.wall) * 1.0
-        fat = (rr < epi * (1.25 + 0.5 * rings[0])) & (np.cos(th - (np.pi / 2 + rings[1])) > 0.6)
-        fat |= (rr < epi * 1.2) & (np.cos(th - (-np.pi / 2 - rings[2])) > 0.8)
+        fat = (rr < epi * (1.12 + 0.1 * rings[0])) & (np.cos(th - (np.pi / 2 + rings[1])) > 0.75)
+        fat |= (rr < epi * 1.1) & (np.cos(th - (-np.pi / 2 - rings[2])) > 0.85)
         # Tissue codes per frame, then one lookup: 0 keeps the static body.
         code = np.zeros((T, H, W), np.uint8)
-        code[(fat & (rr < epi * 2.4))[None] & ~outer] = 1
+        code[fat[None] & ~outer] = 1
+        code[rv_fat] = 1
         code[(rr < epi * 1.05)[None] & ~outer] = 2
         code[rv_wall] = 3
         code[rv] = 4
@@ -278,7 +286,7 @@ def cmr_patient(
             site = int(blob_rng.choice([i for i in range(len(SPURIOUS_SITES)) if i != own]))
         sx, sy = SPURIOUS_SITES[site]
         radius = float(blob_rng.uniform(6.0, 8.0))
-        level = float(blob_rng.uniform(1100, 1300))
+        level = float(blob_rng.uniform(1250, 1450))
         blob = np.hypot(X - sx, Y - sy) < radius
         image[:, :, blob] = level
         info = {"site": site, "in_class": site == own, "mode": spurious, "radius_mm": radius, "level": level}

@@ -209,7 +209,9 @@ def _wall_of_theta(theta: np.ndarray, p: EchoPatient) -> np.ndarray:
 def _lv_r0(theta: np.ndarray, p: EchoPatient, a: float, b: float) -> np.ndarray:
     """ED radius of the LV cavity about its centre: a bullet (pointier superellipse apex-side)."""
     expo = np.where(np.sin(theta) < 0, _APEX_EXPONENT, 2.0)
-    return ellipse_radius(theta, a, b, expo) * fourier_wobble(theta, p.wobble_lv)
+    # The wobble fades toward the base direction so the mitral plane always cuts the shape.
+    fade = 1.0 - np.clip(np.sin(theta), 0.0, None) ** 2
+    return ellipse_radius(theta, a, b, expo) * (1.0 + (fourier_wobble(theta, p.wobble_lv) - 1.0) * fade)
 
 
 def _lv_radius(theta: np.ndarray, p: EchoPatient, a: float, b: float, c: float) -> np.ndarray:
