@@ -14,13 +14,14 @@ console = Console(soft_wrap=True)
 SEED = typer.Option(0, "--seed", help="Random seed; the same seed writes the same bytes.")
 SIZE = typer.Option("default", "--size", help="small (CI, seconds), default (the demo), large (5-10x default).")
 FORCE = typer.Option(False, "--force", help="Replace OUT if it exists and is not empty.")
-WORKERS = typer.Option(None, "--workers", help="Processes to generate with (default: up to 2); output does not depend on it.")
+WORKERS = typer.Option(None, "--workers", help="Processes to generate with (default: the CPUs available, at most 2); output does not depend on it.")
 
 
 def _run(format: str, out: Path, seed: int, size: str, force: bool, workers: int | None, **options) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
     from alan.data.phantom import SIZE_NAMES, read_manifest, synthesize
+    from alan.data.phantom.write import default_workers
 
     if size not in SIZE_NAMES:
         raise typer.BadParameter(f"expected one of {', '.join(SIZE_NAMES)}", param_hint="--size")
@@ -32,7 +33,8 @@ def _run(format: str, out: Path, seed: int, size: str, force: bool, workers: int
         def progress(done: int, total: int) -> None:
             bar.update(task, completed=done, total=total)
 
-        synthesize(format, out, seed=seed, size=size, force=force, progress=progress, workers=workers, **options)
+        synthesize(format, out, seed=seed, size=size, force=force, progress=progress,
+                   workers=default_workers() if workers is None else workers, **options)
     records = read_manifest(out)["records"]
     opts = "".join(f" {k}={v}" for k, v in options.items() if v not in (None, False))
     console.print(f"{format} phantom ({size}, seed {seed}{opts}): {len(records)} records -> {out} "

@@ -26,7 +26,7 @@ def test_synth_writes_reads_back_and_refuses_overwrite(tmp_path):
 
     r = _alan("synth", "acdc", str(out), "--size", "small")
     assert r.returncode == 2 and "not empty" in r.stderr and "Traceback" not in r.stderr
-    r = _alan("synth", "acdc", str(out), "--size", "small", "--force")
+    r = _alan("synth", "acdc", str(out), "--size", "small", "--force", "--workers", "1")
     assert r.returncode == 0 and read_manifest(out)["options"].get("spurious") is False
 
 

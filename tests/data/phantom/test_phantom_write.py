@@ -265,14 +265,15 @@ def test_acdc_round_trip(written):
 
 
 def test_acdc_spurious_shortcut_in_training_broken_in_testing(tmp_path):
-    m = read_manifest(synthesize("acdc", tmp_path / "a", seed=0, size="small", spurious=True, broken_test=True, spurious_p=1.0))
+    m = read_manifest(synthesize("acdc", tmp_path / "a", seed=0, size="small", spurious=True, broken_test=True,
+                                 spurious_p=1.0, workers=1))
     train = [r for r in m["records"] if r["split"] == "train"]
     test = [r for r in m["records"] if r["split"] == "test"]
     assert all(r["spurious"]["in_class"] and r["spurious"]["mode"] == "train" for r in train)
     assert all(r["spurious"]["mode"] == "broken" for r in test)
-    plain = read_manifest(synthesize("acdc", tmp_path / "b", seed=0, size="small"))
+    plain = read_manifest(synthesize("acdc", tmp_path / "b", seed=0, size="small", workers=1))
     assert all(r["spurious"] is None for r in plain["records"])
-    kept = read_manifest(synthesize("acdc", tmp_path / "c", seed=0, size="small", spurious=True))
+    kept = read_manifest(synthesize("acdc", tmp_path / "c", seed=0, size="small", spurious=True, workers=1))
     assert all(r["spurious"]["mode"] == "train" for r in kept["records"])
     with pytest.raises(ValueError):
         synthesize("acdc", tmp_path / "d", size="small", broken_test=True)

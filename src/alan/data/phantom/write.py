@@ -89,7 +89,7 @@ def record_seeds(seed: int, n: int) -> list[np.random.SeedSequence]:
 def _run(fn: Callable[..., Any], tasks: list[tuple], workers: int, progress: Progress | None) -> list[Any]:
     """fn(*task) for every task, in order, on `workers` processes (1: in this process)."""
     out: list[Any] = []
-    if workers <= 1 or len(tasks) < 4:
+    if workers <= 1 or len(tasks) < 8:  # a pool costs ~1-2 s to start
         for i, t in enumerate(tasks):
             out.append(fn(*t))
             if progress:
@@ -98,7 +98,9 @@ def _run(fn: Callable[..., Any], tasks: list[tuple], workers: int, progress: Pro
     import multiprocessing as mp
     from concurrent.futures import ProcessPoolExecutor
 
-    method = "fork" if "fork" in mp.get_all_start_methods() else None
+    # forkserver: workers fork from a clean single-threaded server, never from a caller that
+    # may hold OpenMP / OpenCV / torch threads (forking those can deadlock).
+    method = "forkserver" if "forkserver" in mp.get_all_start_methods() else "spawn"
     with ProcessPoolExecutor(max_workers=workers, mp_context=mp.get_context(method)) as pool:
         for i, r in enumerate(pool.map(fn, *zip(*tasks), chunksize=1)):
             out.append(r)
@@ -536,13 +538,14 @@ def synthesize(format: str, out: str | Path, seed: int = 0, size: str = "default
 
     Options: camus ``release="nifti"|"2019"``; acdc ``spurious=False``, ``broken_test=False``,
     ``spurious_p=0.9``; echonet ``codec="FFV1"`` (lossless; "MJPG" also works).
-    `workers` processes generate records in parallel (default: up to 2); the output does not
-    depend on it.
+    `workers` > 1 generates records in that many processes (started with forkserver/spawn,
+    so a calling script needs the ``if __name__ == "__main__":`` guard); default 1. The output
+    does not depend on it.
     """
     if format not in WRITERS:
         raise ValueError(f"unknown phantom format {format!r}; expected one of {', '.join(WRITERS)}")
     preset(format, size)  # validates the size name
-    workers = default_workers() if workers is None else int(workers)
+    workers = 1 if workers is None else int(workers)
     with staging(out, force) as tmp:
         records = WRITERS[format](tmp, int(seed), size, progress, workers=workers, **options)
         _manifest(tmp, format, int(seed), size, {**options, **{"image": list(preset(format, size)["image"])}}, records)
