@@ -45,11 +45,6 @@ def random_wobble(rng: np.random.Generator, n: int = 3, scale: float = 0.03) -> 
     return np.stack([np.abs(rng.normal(0.0, scale, n)) / (k / 2.0), rng.uniform(0, 2 * np.pi, n)], axis=1)
 
 
-def rotation(phi: float) -> np.ndarray:
-    c, s = np.cos(phi), np.sin(phi)
-    return np.array([[c, -s], [s, c]])
-
-
 def to_local(x: np.ndarray, y: np.ndarray, origin: tuple[float, float], phi: float, scale: float = 1.0):
     """Coordinates of image points (x, y) in a frame placed at `origin`, rotated by `phi`, scaled."""
     dx, dy = x - origin[0], y - origin[1]
@@ -61,11 +56,6 @@ def from_local(u: np.ndarray, v: np.ndarray, origin: tuple[float, float], phi: f
     """Inverse of `to_local`."""
     c, s = np.cos(phi), np.sin(phi)
     return origin[0] + scale * (c * u - s * v), origin[1] + scale * (s * u + c * v)
-
-
-def polygon_area(x: np.ndarray, y: np.ndarray) -> float:
-    """Shoelace area of a closed polygon."""
-    return float(0.5 * abs(np.dot(x, np.roll(y, -1)) - np.dot(y, np.roll(x, -1))))
 
 
 def chord_crossings(px: np.ndarray, py: np.ndarray, q: np.ndarray, n: np.ndarray) -> np.ndarray:
