@@ -7,6 +7,7 @@ import pytest
 import torch
 
 from alan.downstream.classifier import EDESClassifier
+from alan.errors import DataError
 from alan.models.encoders import _build_trunk
 from alan.pipelines import sscl
 from alan.pipelines.sscl import (GridConfig, aggregate, format_tables, match_imagenet_weights, patient_split,
@@ -159,3 +160,44 @@ def test_paper_numbers_are_shown_beside_ours_for_acdc():
            "data": {"n_external_slices": 0}, "paper": sscl.PAPER_ACDC}
     text = format_tables(res)
     assert "0.600±0.050 (paper 0.542)" in text
+
+
+@pytest.fixture(scope="module")
+def small_phantom(tmp_path_factory):
+    from alan.data.phantom.write import synthesize
+
+    return synthesize("acdc", tmp_path_factory.mktemp("ph") / "acdc", seed=0, size="small", spurious=True,
+                      broken_test=True, workers=1)
+
+
+def test_cli_grid_on_the_small_acdc_phantom(tmp_path, small_phantom):
+    """`alan synth acdc --size small` -> `alan sscl grid --json` through the real reader."""
+    from typer.testing import CliRunner
+
+    from alan.cli.main import app
+
+    data = small_phantom
+    out = tmp_path / "grid"
+    r = CliRunner().invoke(app, ["sscl", "grid", "--data", str(data), "--out", str(out), "--preset", "tiny",
+                                 "--arch", "vgg_tiny", "densenet_tiny", "--img-size", "32", "--seeds", "1",
+                                 "--pretrain-epochs", "1", "--pretrain-batch-size", "16", "--json", "--no-progress",
+                                 "--accelerator", "cpu"])
+    assert r.exit_code == 0, r.output
+    doc = json.loads(r.stdout[r.stdout.index("{"):])
+    assert set(doc["auc"]) == {"vgg_tiny", "densenet_tiny"}
+    assert set(doc["auc"]["vgg_tiny"]) == {"none", "sscl-full", "sscl-segmented"}
+    assert set(doc["auc"]["vgg_tiny"]["none"]) == {"full", "segmented"}
+    assert doc["paper"] is None  # a phantom, not real ACDC
+    assert doc["data"]["n_external_patients"] == 5 and doc["data"]["format"] == "acdc"
+    assert "ImageNet condition skipped" in doc["skipped"]["vgg_tiny"]["imagenet"]
+    assert (out / "tables.txt").is_file() and (out / "convergence.png").is_file()
+    bad = CliRunner().invoke(app, ["sscl", "grid", "--data", str(data), "--out", str(out), "--arch", "vgg_tiny",
+                                   "--imagenet-weights", str(tmp_path / "missing.pth")])
+    assert bad.exit_code != 0 and isinstance(bad.exception, DataError)
+    assert "missing.pth: no such weights file" in str(bad.exception)
+
+
+def test_demo_grid_quick(tmp_path, small_phantom):
+    res = sscl.demo_grid(small_phantom, tmp_path / "demo", quick=True)
+    assert "Table 1" in res["tables"] and res["figures"] and (tmp_path / "demo" / "grid.json").is_file()
+    assert set(res["auc"]) == {"vgg_tiny", "densenet_tiny"}

@@ -219,14 +219,15 @@ def _normalise_keys(model: nn.Module, sd: dict[str, torch.Tensor]) -> dict[str, 
     return {k: v for k, v in sd.items() if not _HEAD.match(k)}
 
 
-def load_imagenet_weights(model: nn.Module, path: str | Path) -> str:
+def load_imagenet_weights(model: nn.Module, path: str | Path, state: dict[str, torch.Tensor] | None = None) -> str:
     """Load a user-supplied ImageNet checkpoint into a trunk; returns the file's sha256[:16].
 
     The trunk's every tensor must be in the file (head/classifier keys are ignored). A 3-channel
-    first conv is summed to one channel when the trunk takes one channel.
+    first conv is summed to one channel when the trunk takes one channel. `state`: the file's
+    already-read state dict (`read_state_dict`), to read a large file once.
     """
     path = Path(path)
-    sd = _normalise_keys(model, read_state_dict(path))
+    sd = _normalise_keys(model, dict(state) if state is not None else read_state_dict(path))
     own = model.state_dict()
     first = next(k for k, v in own.items() if v.ndim == 4)
     if first in sd and sd[first].shape[1] != own[first].shape[1]:
@@ -249,13 +250,12 @@ def load_imagenet_weights(model: nn.Module, path: str | Path) -> str:
     return h.hexdigest()[:16]
 
 
-def fits(arch: str, path: str | Path) -> bool:
+def fits(arch: str, path: str | Path, state: dict[str, torch.Tensor] | None = None) -> bool:
     """Whether the weights file at `path` fits the trunk of `arch` (to match files to archs)."""
-    try:
-        load_imagenet_weights(_build_trunk(arch, 3), path)
-    except DataError:
-        return False
-    return True
+    model = _build_trunk(arch, 3)
+    sd = _normalise_keys(model, dict(state) if state is not None else read_state_dict(path))
+    own = model.state_dict()
+    return all(k in sd and sd[k].shape == v.shape for k, v in own.items())
 
 
 def encoder_from_artifact(tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> Encoder:

@@ -27,8 +27,10 @@ Protocol (what the paper says, and the choices it leaves open, made here):
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
+import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import asdict, dataclass, field, replace
@@ -45,7 +47,7 @@ from alan.artifacts import atomic_write_json, atomic_write_text, load_artifact, 
 from alan.data.cmr import CMRSlices, FrameDataset, GroundTruthMasks, MaskSource, load_cine_frames, load_slices
 from alan.downstream.classifier import EDESClassifier, macro_auc
 from alan.errors import AlanError, ArtifactError, DataError
-from alan.models.encoders import Encoder, create_encoder, encoder_from_artifact, fits
+from alan.models.encoders import Encoder, create_encoder, encoder_from_artifact, fits, read_state_dict
 from alan.models.simclr import SimCLR
 from alan.records import Record
 from alan.training import RunOptions, fit
@@ -232,7 +234,9 @@ def patient_split(patients: Sequence[Any], labels: Sequence[Any], test_size: flo
     counts = {c: int((plabel == c).sum()) for c in np.unique(plabel)}
     if min(counts.values()) < 2:
         raise DataError(None, f"a stratified patient split needs >= 2 patients per class, got {counts}")
-    tr_p, te_p = train_test_split(uniq, test_size=test_size, stratify=plabel, random_state=seed)
+    # tiny datasets: at least one test patient per class (more than test_size of them if need be)
+    n_test = min(max(int(np.ceil(test_size * len(uniq))), len(counts)), len(uniq) - len(counts))
+    tr_p, te_p = train_test_split(uniq, test_size=n_test, stratify=plabel, random_state=seed)
     te = np.isin(patients, te_p)
     return np.flatnonzero(~te), np.flatnonzero(te)
 
@@ -334,7 +338,8 @@ def match_imagenet_weights(archs: Sequence[str], files: Sequence[str | Path]) ->
             arch, path = f.split("=", 1)
             out[arch] = path
             continue
-        hits = [a for a in archs if a not in out and fits(a, f)]
+        state = read_state_dict(f)  # one read; a missing or unreadable file is its own one-line error
+        hits = [a for a in archs if a not in out and fits(a, f, state)]
         if not hits:
             raise DataError(f, f"fits none of the encoders {', '.join(archs)} (use ARCH=FILE to say which)")
         out[hits[0]] = f
@@ -364,8 +369,27 @@ def run_grid(dataset: Any, cfg: GridConfig, opts: RunOptions | None = None, out_
              mask_source: MaskSource | None = None, log: Log | None = None, reuse: bool = True) -> dict[str, Any]:
     """Run the paper's grid on a `Dataset` (or a list of Records); write grid.json, tables.txt and
     convergence.png under `out_dir` and return the results (see module docstring)."""
-    log = log or (lambda s: None)
     opts = opts or RunOptions()
+    with _quiet_lightning(not opts.progress):
+        return _run_grid(dataset, cfg, opts, out_dir, mask_source, log, reuse)
+
+
+@contextlib.contextmanager
+def _quiet_lightning(quiet: bool) -> Any:
+    """Lightning's per-fit INFO lines (GPU available, ...) off while the grid runs without progress."""
+    logger = logging.getLogger("lightning.pytorch")
+    level = logger.level
+    if quiet:
+        logger.setLevel(logging.WARNING)
+    try:
+        yield
+    finally:
+        logger.setLevel(level)
+
+
+def _run_grid(dataset: Any, cfg: GridConfig, opts: RunOptions, out_dir: str | Path, mask_source: MaskSource | None,
+              log: Log | None, reuse: bool) -> dict[str, Any]:
+    log = log or (lambda s: None)
     out_dir = Path(out_dir)
     t_start = time.perf_counter()
     records = list(getattr(dataset, "records", dataset))
@@ -391,6 +415,7 @@ def run_grid(dataset: Any, cfg: GridConfig, opts: RunOptions | None = None, out_
         "data": {**provenance, "n_external_slices": len(ext) if ext is not None else 0,
                  "n_external_patients": int(len(np.unique(ext.patients))) if ext is not None else 0,
                  "class_counts_patients": {c: int(len(np.unique(groups[y == c]))) for c in classes},
+                 "n_test_patients": int(len(np.unique(groups[splits[cfg.seeds[0]][1]]))),
                  "skipped_slices": data.skipped},
         "paper": PAPER_ACDC if _is_real_acdc(dataset) else None,
     }
@@ -613,6 +638,26 @@ def plot_convergence(result: Mapping[str, Any], path: str | Path) -> Path:
     return path
 
 
+def demo_grid(data: str | Path, out_dir: str | Path, quick: bool = False, seed: int = 0, progress: bool = False,
+              log: Log | None = None) -> dict[str, Any]:
+    """The grid as `alan demo` runs it on the ACDC phantom: the small members of both encoder
+    families, few SimCLR epochs, 48 px (32 px and one seed with `quick`). Returns the --json
+    summary plus ``tables`` (text) and ``figures`` (paths)."""
+    from alan.data import open_dataset
+
+    dataset = open_dataset(data, "acdc")
+    if quick:
+        cfg = GridConfig.tiny(img_size=32, seeds=(0,), cv_folds=2, lrs=(1e-2,), batch_sizes=(16,), max_epochs=100)
+        opts = RunOptions(max_epochs=1, batch_size=32, seed=seed, progress=progress, accelerator="cpu", devices=1,
+                          checkpoint_every_n_steps=None)
+    else:
+        cfg = GridConfig.tiny(img_size=48, seeds=(0, 1, 2), pretrain_patience=3)
+        opts = RunOptions(max_epochs=8, batch_size=64, seed=seed, progress=progress, accelerator="cpu", devices=1,
+                          checkpoint_every_n_steps=None)
+    res = run_grid(dataset, cfg, opts, out_dir, log=log)
+    return {**summary_json(res), "tables": format_tables(res), "figures": [res["figure"]] if "figure" in res else []}
+
+
 def _jsonable(obj: Any) -> Any:
     if isinstance(obj, dict):
         return {str(k): _jsonable(v) for k, v in obj.items()}
@@ -632,6 +677,6 @@ def summary_json(result: Mapping[str, Any]) -> dict[str, Any]:
     return _jsonable({k: result[k] for k in keep if k in result})
 
 
-__all__ = ["GridConfig", "INPUTS", "PAPER_ACDC", "make_mask_source", "PRETRAININGS", "PretrainConfig", "Pretrained", "aggregate",
+__all__ = ["GridConfig", "INPUTS", "PAPER_ACDC", "demo_grid", "make_mask_source", "PRETRAININGS", "PretrainConfig", "Pretrained", "aggregate",
            "format_tables", "load_encoder_artifact", "match_imagenet_weights", "patient_split", "plot_convergence",
            "pretrain", "pretrain_images", "run_grid", "select_hyperparameters", "summary_json"]
