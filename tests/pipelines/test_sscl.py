@@ -201,3 +201,26 @@ def test_demo_grid_quick(tmp_path, small_phantom):
     res = sscl.demo_grid(small_phantom, tmp_path / "demo", quick=True)
     assert "Table 1" in res["tables"] and res["figures"] and (tmp_path / "demo" / "grid.json").is_file()
     assert set(res["auc"]) == {"vgg_tiny", "densenet_tiny"}
+
+
+def test_cli_pretrain_writes_a_locked_encoder_and_resumes(tmp_path, small_phantom):
+    from typer.testing import CliRunner
+
+    from alan.cli.main import app
+    from alan.models.encoders import load_encoder
+
+    out = tmp_path / "pre"
+    args = ["sscl", "pretrain", "--data", str(small_phantom), "--out", str(out), "--arch", "vgg_tiny", "--input",
+            "segmented", "--margin", "2", "--img-size", "32", "--batch-size", "8", "--no-progress",
+            "--accelerator", "cpu", "--devices", "1"]
+    r = CliRunner().invoke(app, [*args, "--epochs", "1"])
+    assert r.exit_code == 0, r.output
+    enc = load_encoder(out / "encoder")
+    cfg = json.loads((out / "encoder" / "config.json").read_text())
+    assert cfg["kind"] == "sscl_encoder" and cfg["hash"] == enc.hash and enc.config.init == "sscl"
+    assert cfg["pretraining"]["input"] == "segmented" and cfg["data"]["margin"] == 2
+    assert cfg["data"]["mask"]["source"] == "gt" and cfg["pretraining"]["epochs_run"] == 1
+    r2 = CliRunner().invoke(app, [*args, "--epochs", "2", "--resume"])
+    assert r2.exit_code == 0, r2.output
+    cfg2 = json.loads((out / "encoder" / "config.json").read_text())
+    assert cfg2["pretraining"]["epochs_run"] == 2 and cfg2["run"]["resume"] is True

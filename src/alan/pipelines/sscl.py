@@ -40,6 +40,7 @@ from typing import Any
 import numpy as np
 import torch
 from lightning.pytorch.callbacks import Callback, EarlyStopping
+from lightning.pytorch.utilities import rank_zero_only
 from sklearn.model_selection import StratifiedGroupKFold, train_test_split
 from torch.utils.data import DataLoader
 
@@ -169,7 +170,7 @@ def pretrain(images: np.ndarray, groups: Sequence[Any], cfg: PretrainConfig, opt
         "pretraining": {**cfg.to_dict(), "views_resolved": SimCLRViews(**cfg.views).config(), "batch_size": bs,
                         "best_val_loss": module.best_val_loss, "best_epoch": module.best_epoch,
                         "epochs_run": int(trainer.current_epoch), "seconds": round(seconds, 1),
-                        "images_per_s": round(2 * len(train) * max(1, trainer.current_epoch) / max(seconds, 1e-9), 1),
+                        "views_per_s": round(2 * len(train) * max(1, trainer.current_epoch) / max(seconds, 1e-9), 1),
                         "history": epochs.rows},
         "data": {**dict(provenance or {}), "n_train": int(len(train)), "n_val": int(len(val)),
                  "images_hash": array_hash(images)},
@@ -443,6 +444,8 @@ def _run_grid(dataset: Any, cfg: GridConfig, opts: RunOptions, out_dir: str | Pa
                 log(f"{arch:>13} {TITLES.get(pre, pre):>15} x {inp:<9} AUC {cell['mean']:.3f} +- {cell['std']:.3f}"
                     f"{ext_txt}")
     result["seconds"] = round(time.perf_counter() - t_start, 1)
+    if rank_zero_only.rank != 0:  # under DDP every process runs the grid; one writes it
+        return result
     out_dir.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out_dir / "grid.json", _jsonable(result))
     atomic_write_text(out_dir / "tables.txt", format_tables(result))
