@@ -205,7 +205,9 @@ class DINO(L.LightningModule):
                 group["weight_decay"] = s["wd"]
         teacher_out = self.forward_teacher(views)
         student_out = self.forward_student(views)
-        loss = self.criterion(teacher_out, student_out, teacher_temp=s["teacher_temp"])
+        with torch.autocast(device_type=self.device.type, enabled=False):  # the loss in fp32 under mixed precision
+            loss = self.criterion([t.float() for t in teacher_out], [o.float() for o in student_out],
+                                  teacher_temp=s["teacher_temp"])
         if step % max(1, self.trainer.log_every_n_steps) == 0 and not torch.isfinite(loss):
             raise AlanError(f"DINO loss is {loss.item()} at step {step}; lower the learning rate or use 32-bit precision")
         self.log("loss", loss, prog_bar=True)
