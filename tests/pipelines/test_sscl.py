@@ -224,3 +224,37 @@ def test_cli_pretrain_writes_a_locked_encoder_and_resumes(tmp_path, small_phanto
     assert r2.exit_code == 0, r2.output
     cfg2 = json.loads((out / "encoder" / "config.json").read_text())
     assert cfg2["pretraining"]["epochs_run"] == 2 and cfg2["run"]["resume"] is True
+
+
+def test_pretrain_images_edes_or_every_cine_frame():
+    from alan.data.cmr import GroundTruthMasks
+    from alan.pipelines.sscl import PretrainConfig, pretrain_images
+
+    recs = synthetic_cmr(n_per_class=1, slices=2, size=24)
+    x, g = pretrain_images(recs, PretrainConfig(frames="edes", input="full", img_size=16))
+    assert x.shape == (2 * len(recs), 16, 16) and list(g[:4]) == [recs[0].patient] * 4
+    x, g = pretrain_images(recs, PretrainConfig(frames="all", input="segmented", img_size=16), GroundTruthMasks())
+    assert x.shape == (4 * len(recs), 16, 16) and x.dtype == np.uint8 and len(g) == len(x)
+    assert (x[:, 0, 0] == 0).all()  # the corner is outside every heart mask
+
+
+def test_cli_grid_takes_several_archs_after_one_option(tmp_path, monkeypatch, small_phantom):
+    from typer.testing import CliRunner
+
+    from alan.cli.main import app
+
+    seen = {}
+
+    def fake_run_grid(dataset, cfg, opts, out, mask_source=None, log=None, reuse=True):
+        seen["cfg"], seen["opts"] = cfg, opts
+        return {"auc": {}, "seconds": 0.0}
+
+    monkeypatch.setattr(sscl, "run_grid", fake_run_grid)
+    r = CliRunner().invoke(app, ["sscl", "grid", "--data", str(small_phantom), "--out", str(tmp_path), "--arch",
+                                 "vgg16", "densenet121", "--seeds", "2", "--devices", "2", "--strategy", "ddp",
+                                 "--json"])
+    assert r.exit_code == 0, r.output
+    assert seen["cfg"].archs == ("vgg16", "densenet121") and seen["cfg"].seeds == (0, 1)
+    assert seen["cfg"].img_size == 224 and seen["opts"].devices == 2 and seen["opts"].strategy == "ddp"
+    r = CliRunner().invoke(app, ["sscl", "grid", "--data", str(small_phantom), "--out", str(tmp_path), "stray"])
+    assert r.exit_code != 0
