@@ -12,7 +12,6 @@ from __future__ import annotations
 import platform
 import time
 from dataclasses import asdict, dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +19,7 @@ from rich.console import Console
 from rich.table import Table
 
 from alan.artifacts import atomic_write_json
-from alan.errors import AlanError
 from alan.pipelines.protocol import ProtocolConfig, Timer, run_protocol
-
-ASSET_BACKBONE = "phantom_vit_tiny"
-
-
-def shipped_backbone_dir() -> Path:
-    """The locked phantom backbone shipped with the package (see its README.md for how it was made)."""
-    return Path(str(resources.files("alan") / "assets" / "backbones" / ASSET_BACKBONE))
-
 
 @dataclass
 class DemoConfig:
@@ -72,12 +62,10 @@ def synthesize_all(data_dir: Path, cfg: DemoConfig, console: Console) -> dict[st
 
 def get_backbone(cfg: DemoConfig, data: dict[str, Path], out: Path, console: Console):
     from alan.data import open_dataset
-    from alan.models.backbones import load_backbone
+    from alan.models.backbones import bundled_backbone, load_backbone
 
-    shipped = shipped_backbone_dir()
     if not cfg.train_backbone:
-        if not (shipped / "config.json").is_file():
-            raise AlanError(f"{shipped}: the shipped phantom backbone is missing; run `alan demo --train-backbone`")
+        shipped = bundled_backbone()
         backbone = load_backbone(shipped)
         console.print(f"  locked phantom backbone {backbone.config.arch} [{backbone.hash}] (shipped; see {shipped / 'README.md'})")
         return backbone, {"source": "shipped", "path": str(shipped)}
