@@ -15,7 +15,7 @@ ALAN=${ALAN:-.venv/bin/alan}
 PY=${PY:-.venv/bin/python}
 WORK=${WORK:-/tmp/alan_demo_backbone}
 SEED=${SEED:-0}
-STEPS=${STEPS:-600}        # 19,200 samples: ~30 min at the 11 samples/s measured on 2 idle cores (bf16), ~60 min at half that
+STEPS=${STEPS:-240}        # 7,680 samples: ~60 min at the ~2 samples/s measured while the 2 cores were shared (11 on idle cores)
 THREADS=${THREADS:-2}
 DEST=src/alan/assets/backbones/phantom_vit_tiny
 
