@@ -23,12 +23,16 @@ def check_provenance(
     what: str,
     path: str | Path | None = None,
 ) -> None:
-    """Raise `ArtifactError` when a key recorded at fit time (e.g. "backbone", "head") has
-    another value now. Keys missing on either side are not compared."""
+    """Raise `ArtifactError` when a key recorded at fit time (e.g. "backbone_hash", "head_hash") has
+    another value now, or when the two share no key at all (a naming slip would otherwise
+    skip the check). Keys missing on one side only are not compared."""
     expected, given = dict(expected or {}), dict(given or {})
+    where = f"{path}: " if path is not None else ""
+    if expected and given and not set(expected) & set(given):
+        raise ArtifactError(f"{where}{what} records {sorted(expected)} but was checked against {sorted(given)}: "
+                            "nothing in common, so its provenance cannot be verified")
     for key in sorted(set(expected) & set(given)):
         if expected[key] != given[key]:
-            where = f"{path}: " if path is not None else ""
             raise ArtifactError(
                 f"{where}{what} was fitted on {key} {expected[key]!s}, not {given[key]!s}; "
                 f"refit it or use the matching {key}"
