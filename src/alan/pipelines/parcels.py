@@ -195,11 +195,16 @@ def run_parcels(records: Sequence[Record], backbone: Any, head: RaptorHead, out_
             idx = overlay_frames(record, len(frames))
             masks = record.masks if record.load_masks is not None else {}
             result.overlays.append(save_overlay_png(out_dir / "overlays" / f"{name}.png", frames[idx], parcels[idx],
-                                                    masks=[masks.get(i) for i in idx], titles=[f"frame {i}" for i in idx]))
+                                                    masks=[masks.get(i) for i in idx], titles=[_title(record, i) for i in idx]))
         if overlay in ("mp4", "both"):
             rate = float(record.meta.get("fps") or record.meta.get("FPS") or fps)
             result.overlays.append(save_overlay_mp4(out_dir / "overlays" / f"{name}.mp4", frames, parcels, fps=rate))
     return result
+
+
+def _title(record: Record, i: int) -> str:
+    phase = " (ED)" if record.ed == i else " (ES)" if record.es == i else ""
+    return f"frame {i}{phase}"
 
 
 def _progress(items: Sequence[Record], enabled: bool) -> Iterable[Record]:
