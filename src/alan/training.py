@@ -51,6 +51,15 @@ def last_checkpoint(run_dir: str | Path) -> Path | None:
     return path if path.is_file() else None
 
 
+def keep_earlier_logs(log_dir: Path) -> None:
+    """Move an interrupted run's ``metrics.csv`` to ``metrics.partN.csv``: Lightning's CSV logger
+    would otherwise overwrite it when the resumed run starts logging."""
+    current = log_dir / "metrics.csv"
+    if current.is_file():
+        n = len(list(log_dir.glob("metrics.part*.csv"))) + 1
+        current.rename(log_dir / f"metrics.part{n}.csv")
+
+
 def make_trainer(opts: RunOptions, run_dir: str | Path, callbacks: Sequence[Callback] = (), **overrides: Any) -> L.Trainer:
     """A `lightning.Trainer` configured from `opts`, logging and checkpointing under `run_dir`."""
     run_dir = Path(run_dir)
@@ -95,8 +104,10 @@ def fit(module: L.LightningModule, opts: RunOptions, run_dir: str | Path, *, tra
         **overrides: Any) -> L.Trainer:
     """Seed, build the trainer, and fit; with ``opts.resume`` continue from ``last.ckpt`` if present."""
     L.seed_everything(opts.seed, workers=True, verbose=False)
-    trainer = make_trainer(opts, run_dir, callbacks, **overrides)
     ckpt_path = last_checkpoint(run_dir) if opts.resume else None
+    if ckpt_path is not None:
+        keep_earlier_logs(Path(run_dir) / "logs")
+    trainer = make_trainer(opts, run_dir, callbacks, **overrides)
     trainer.fit(module, train_dataloaders=train_dataloaders, val_dataloaders=val_dataloaders,
                 datamodule=datamodule, ckpt_path=ckpt_path)
     return trainer
