@@ -7,7 +7,9 @@ crop, contrast, flips, rotation; no colour jitter, grayscale or blur) per image 
 -> two views per image. Ours: uint8 tensors -> `SimCLRViews.pair` on the whole batch inside the
 step. Prints images/s (one image = one source frame, i.e. two views) and the ratio.
 
-    OMP_NUM_THREADS=2 .venv/bin/python bench/bench_simclr.py [--arch vgg_tiny] [--size 64] [--steps 20]
+    OMP_NUM_THREADS=1 .venv/bin/python bench/bench_simclr.py [--arch vgg_tiny] [--size 64] [--steps 20]
+
+(one thread: on a shared 2-core machine, thread wake-ups swamp both arms with 2 threads).
 """
 
 from __future__ import annotations

@@ -101,13 +101,16 @@ class SimCLRViews:
         fx = torch.where(p.hflip.to(dev), -1.0, 1.0).to(dt)
         fy = torch.where(p.vflip.to(dev), -1.0, 1.0).to(dt)
         scale = torch.stack([p.w.to(dev, dt) * fx, p.h.to(dev, dt) * fy], -1)  # (B, 2)
-        a = scale[:, :, None] * rot
-        t = torch.stack([p.cx.to(dev, dt), p.cy.to(dev, dt)], -1)[:, :, None]
-        grid = F.affine_grid(torch.cat([a, t], -1), [b, c, *size], align_corners=False)
+        a = (scale[:, :, None] * rot)[:, :, :, None, None]  # (B, 2, 2, 1, 1)
+        t = torch.stack([p.cx.to(dev, dt), p.cy.to(dev, dt)], -1)[:, :, None, None]  # (B, 2, 1, 1)
+        # F.affine_grid's sampling grid (align_corners=False) by broadcasting: cheaper than its bmm
+        u = ((torch.arange(size[1], device=dev, dtype=dt) * 2 + 1) / size[1] - 1).view(1, 1, -1)
+        v = ((torch.arange(size[0], device=dev, dtype=dt) * 2 + 1) / size[0] - 1).view(1, -1, 1)
+        grid = (a[:, :, 0] * u + a[:, :, 1] * v + t).permute(0, 2, 3, 1)  # (B, H, W, 2)
         y = F.grid_sample(x, grid, mode="bilinear", padding_mode="zeros", align_corners=False)
         k = p.contrast.to(dev, dt).view(b, 1, 1, 1)
         mean = y.mean(dim=(1, 2, 3), keepdim=True)
-        return (k * y + (1 - k) * mean).clamp_(0.0, 1.0)
+        return y.mul_(k).add_((1 - k) * mean).clamp_(0.0, 1.0)
 
     def __call__(self, x: torch.Tensor, generator: torch.Generator | None = None) -> torch.Tensor:
         """One random view per sample."""
