@@ -32,7 +32,7 @@ def content_hash(tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> st
         h.update(name.encode())
         h.update(str(t.dtype).encode())
         h.update(str(tuple(t.shape)).encode())
-        h.update(t.view(torch.uint8).numpy().tobytes() if t.numel() else b"")
+        h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
     cfg = {k: v for k, v in config.items() if k != "hash"}
     h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
