@@ -33,7 +33,21 @@ for _name in GROUPS:
 err = Console(stderr=True, highlight=False, soft_wrap=True)
 
 
+def quiet_libraries() -> None:
+    """Silence library chatter that says nothing to a user of this CLI (tips, deprecations inside
+    Lightning, batch-count notes); real warnings and errors still show."""
+    import logging
+    import warnings
+
+    for pattern in (".*LeafSpec.*", ".*number of training batches.*", ".*module\\(s\\) in eval mode.*",
+                    ".*does not have many workers.*"):
+        warnings.filterwarnings("ignore", message=pattern)
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero"):
+        logging.getLogger(name).setLevel(logging.WARNING)
+
+
 def main() -> None:
+    quiet_libraries()
     try:
         app()
     except AlanError as e:
