@@ -36,3 +36,10 @@ def test_resume_continues_and_keeps_the_earlier_log(tmp_path):
     assert trainer.global_step == 16  # continued from step 8, not restarted
     assert (tmp_path / "logs" / "metrics.part1.csv").read_text() == first
     assert (tmp_path / "logs" / "metrics.csv").is_file()
+
+
+def test_parse_devices():
+    from alan.cli._options import parse_devices
+
+    assert parse_devices("2") == 2 and parse_devices("-1") == -1
+    assert parse_devices("auto") == "auto" and parse_devices("0,1") == "0,1"

@@ -8,11 +8,10 @@ from pathlib import Path
 
 import typer
 
+from alan.cli._options import parse_devices
+
 dino_app = typer.Typer(help="DINO self-supervised backbone training (ALAN, METHODS A1).", no_args_is_help=True)
 
-
-def _devices(devices: str) -> str | int:
-    return int(devices) if devices.lstrip("-").isdigit() else devices
 
 
 @dino_app.command("train")
@@ -69,7 +68,7 @@ def train(
                         teacher_temp=teacher_temp, warmup_teacher_temp_epochs=warmup_teacher_temp_epochs,
                         momentum_teacher=momentum_teacher, drop_path=drop_path)
     opts = RunOptions(max_epochs=epochs, max_steps=max_steps, batch_size=batch_size, precision=precision,
-                      accelerator=accelerator, devices=_devices(devices), num_nodes=num_nodes, strategy=strategy,
+                      accelerator=accelerator, devices=parse_devices(devices), num_nodes=num_nodes, strategy=strategy,
                       num_workers=num_workers, seed=seed, resume=resume, progress=progress,
                       loggers=("csv", "tensorboard") if tensorboard else ("csv",), log_every_n_steps=log_every,
                       checkpoint_every_n_steps=checkpoint_every)

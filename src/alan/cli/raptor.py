@@ -7,6 +7,8 @@ from pathlib import Path
 
 import typer
 
+from alan.cli._options import parse_devices
+
 raptor_app = typer.Typer(help="RAPTOR parcellation head on a locked backbone (ALAN).", no_args_is_help=True)
 
 
@@ -26,9 +28,6 @@ class Short(str, Enum):
     pad = "pad"
     skip = "skip"
 
-
-def parse_devices(devices: str) -> str | int:
-    return int(devices) if devices.lstrip("-").isdigit() else devices
 
 
 def select_records(path: Path, format: str, split: str, limit: int | None = None):

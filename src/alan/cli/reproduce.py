@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from alan.cli._options import parse_devices
+
 reproduce_app = typer.Typer(help="Reproduce a paper's protocol and print our tables beside the paper's.", no_args_is_help=True)
 
 
@@ -33,7 +35,7 @@ def alan(
         raise typer.BadParameter("give at least one of --echonet, --camus, --tmed2")
     reproduce_alan(out, echonet=echonet, camus=camus, tmed2=tmed2, backbone=backbone, dino_weights=dino_weights, arch=arch,
                    dino_epochs=dino_epochs, k=k, raptor_epochs=raptor_epochs, raptor_max_steps=raptor_max_steps,
-                   accelerator=accelerator, devices=int(devices) if devices.isdigit() else devices, seed=seed)
+                   accelerator=accelerator, devices=parse_devices(devices), seed=seed)
 
 
 def register(app: typer.Typer) -> None:

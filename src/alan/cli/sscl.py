@@ -9,6 +9,8 @@ from pathlib import Path
 
 import typer
 
+from alan.cli._options import parse_devices
+
 sscl_app = typer.Typer(help="SSCL with anatomic priors: SimCLR pre-training and the paper's grid.",
                        no_args_is_help=True)
 
@@ -38,16 +40,13 @@ class Level(str, Enum):
     slice = "slice"
 
 
-def _devices(devices: str) -> str | int:
-    return int(devices) if devices.lstrip("-").isdigit() else devices
-
 
 def _run_options(epochs, batch_size, accelerator, devices, num_nodes, strategy, precision, num_workers, seed, resume,
                  progress, tensorboard):
     from alan.training import RunOptions
 
     return RunOptions(max_epochs=epochs, batch_size=batch_size, precision=precision, accelerator=accelerator,
-                      devices=_devices(devices), num_nodes=num_nodes, strategy=strategy, num_workers=num_workers,
+                      devices=parse_devices(devices), num_nodes=num_nodes, strategy=strategy, num_workers=num_workers,
                       seed=seed, resume=resume, progress=progress,
                       loggers=("csv", "tensorboard") if tensorboard else ("csv",))
 
