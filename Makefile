@@ -22,7 +22,7 @@ test: $(STAMP)
 	OMP_NUM_THREADS=2 $(BIN)/python -m pytest $(ARGS)
 
 test-slow: $(STAMP)
-	$(BIN)/python -m pytest -m slow $(ARGS)
+	$(BIN)/python -m pytest -m slow $(ARGS); rc=$$?; if [ $$rc -eq 5 ]; then echo "no test is marked slow today"; else exit $$rc; fi
 
 bench: $(STAMP)
 	for f in bench/bench_*.py; do $(BIN)/python $$f || exit 1; done
