@@ -9,6 +9,7 @@ per-frame union of parcel regions with >= 50% of their pixels inside the truth.
 
 from __future__ import annotations
 
+import json
 import sys
 import time
 from pathlib import Path
@@ -35,17 +36,13 @@ VARIANTS = {
 
 
 def main(out: Path) -> None:
-    results = out / "results.json"
-    import json
-
-    info = json.loads(results.read_text())
+    info = json.loads((out / "results.json").read_text())
     backbone = load_backbone(info["backbone"]["path"])
     head = load_head(out / "raptor", backbone=backbone)
     parcellator = Parcellator(backbone, head)
     columns, table, speed = [], {v: [] for v in [*VARIANTS, "oracle union of parcel regions"]}, {}
     for key, path in info["segment_models"].items():
         fmt, target = key.split("_")
-        base = ParcelToSegment.from_json(path)
         ds = open_dataset(out / "data" / fmt, fmt)
         frames = collect_annotated(ds.split("test"), target)
         parcels = parcellator(to_work(frames.images, parcellator.work_size))
@@ -63,7 +60,6 @@ def main(out: Path) -> None:
         oracle = np.atleast_1d(dice(region_oracle(parcels, masks_to_work(frames.masks, parcellator.work_size)),
                                     masks_to_work(frames.masks, parcellator.work_size)))
         table["oracle union of parcel regions"] += [f"{oracle[phases == ph].mean() * 100:.1f}" for ph in ("ED", "ES")]
-        del base
     print("| variant | " + " | ".join(columns) + " | frames/s |")
     print("|---" * (len(columns) + 2) + "|")
     for name, cells in table.items():
