@@ -35,7 +35,7 @@ def parcels(
     progress: bool = typer.Option(True, "--progress/--no-progress"),
 ) -> None:
     """Write a parcel map per record at input resolution (argmax of upsampled RAPTOR logits)."""
-    from alan.cli.raptor import select_records
+    from alan.cli._options import select_records
     from alan.models.backbones import load_backbone
     from alan.models.raptor import load_head
     from alan.pipelines.parcels import run_parcels

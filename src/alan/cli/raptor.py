@@ -7,7 +7,7 @@ from pathlib import Path
 
 import typer
 
-from alan.cli._options import parse_devices
+from alan.cli._options import parse_devices, select_records
 
 raptor_app = typer.Typer(help="RAPTOR parcellation head on a locked backbone (ALAN).", no_args_is_help=True)
 
@@ -28,19 +28,6 @@ class Short(str, Enum):
     pad = "pad"
     skip = "skip"
 
-
-
-def select_records(path: Path, format: str, split: str, limit: int | None = None):
-    """Records of `split` ("all" for every record) of the dataset or video at `path`."""
-    from alan.data import open_dataset
-    from alan.errors import DataError
-
-    dataset = open_dataset(path, format)
-    records = list(dataset.records) if split.lower() == "all" else dataset.split(*split.split(","))
-    if not records:
-        splits = ", ".join(f"{k} ({v})" for k, v in dataset.splits().items())
-        raise DataError(path, f"no records in split {split!r} (splits: {splits}; use --split all for every record)")
-    return dataset, records[:limit] if limit else records
 
 
 @raptor_app.command("train")

@@ -37,7 +37,7 @@ def fit(
     presence: float = typer.Option(0.3, "--presence"),
 ) -> None:
     """Learn which parcels make up TARGET (the model's parameters are K booleans)."""
-    from alan.cli.raptor import select_records
+    from alan.cli._options import select_records
     from alan.pipelines.segment import fit_segmenter
 
     _, records = select_records(data, format, split)
@@ -60,7 +60,7 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
 ) -> None:
     """DICE mean +- std per phase (ED, ES), the layout of the paper's Table 2."""
-    from alan.cli.raptor import select_records
+    from alan.cli._options import select_records
     from alan.downstream.parcel_to_segment import ParcelToSegment
     from alan.pipelines.segment import evaluate_segmenter, segmentation_report
 

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from alan.cli._options import parse_devices
+from alan.cli._options import parse_devices, select_records
 
 sscl_app = typer.Typer(help="SSCL with anatomic priors: SimCLR pre-training and the paper's grid.",
                        no_args_is_help=True)
@@ -51,17 +51,6 @@ def _run_options(epochs, batch_size, accelerator, devices, num_nodes, strategy, 
                       loggers=("csv", "tensorboard") if tensorboard else ("csv",))
 
 
-def _records(data: Path, format: str, split: str):
-    from alan.data import open_dataset
-    from alan.errors import DataError
-
-    dataset = open_dataset(data, format)
-    records = list(dataset.records) if split == "all" else dataset.split(*split.split(","))
-    if not records:
-        raise DataError(data, f"no records in split {split!r} (use --split all for every record)")
-    return dataset, records
-
-
 _MASK_HELP = "Heart masks: gt (the dataset's LV+MYO+RV) or alan (parcel-to-segment on a locked backbone + head)."
 
 
@@ -100,7 +89,7 @@ def pretrain_cmd(
     """SimCLR pre-training of one encoder; writes a locked encoder artifact (safetensors + JSON with hash)."""
     from alan.pipelines.sscl import PretrainConfig, make_mask_source, pretrain, pretrain_images
 
-    dataset, records = _records(data, format, split)
+    dataset, records = select_records(data, format, split)
     opts = _run_options(epochs, batch_size, accelerator, devices, num_nodes, strategy, precision, num_workers, seed,
                         resume, progress, tensorboard)
     masks = make_mask_source(mask_source.value, alan_backbone, alan_head, alan_p2s or []) \

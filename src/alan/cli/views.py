@@ -23,7 +23,7 @@ def fit(
     k: int = typer.Option(20, "--k", help="Default k stored with the bank (DINO: 20; paper: 2 and 10)."),
 ) -> None:
     """Store the L2-normalised CLS features of SPLIT as the kNN bank."""
-    from alan.cli.raptor import select_records
+    from alan.cli._options import select_records
     from alan.models.backbones import load_backbone
     from alan.pipelines.views import fit_views
 
@@ -47,7 +47,7 @@ def evaluate(
     """Per-class and overall accuracy for each k (the layout of the paper's Table 3)."""
     import numpy as np
 
-    from alan.cli.raptor import select_records
+    from alan.cli._options import select_records
     from alan.downstream.knn import WeightedKNN
     from alan.models.backbones import load_backbone
     from alan.pipelines.views import evaluate_views
