@@ -1,0 +1,69 @@
+"""`alan segment`, `alan views` and `alan analyze` through the CLI on small phantoms."""
+
+import json
+
+import numpy as np
+import pytest
+from typer.testing import CliRunner
+
+from alan.cli.main import app
+from alan.data.phantom import synthesize
+from alan.models.backbones import create_backbone, save_backbone
+from alan.models.raptor import RaptorHead, save_head
+
+run = CliRunner().invoke
+
+
+@pytest.fixture(scope="module")
+def setup(tmp_path_factory):
+    root = tmp_path_factory.mktemp("cli")
+    echonet = synthesize("echonet", root / "echonet", seed=5, size="small")
+    tmed2 = synthesize("tmed2", root / "tmed2", seed=5, size="small")
+    bb = create_backbone("vit_tiny_p8_112")
+    digest = save_backbone(bb, root / "bb")
+    head = RaptorHead(bb.embed_dim, 8)
+    save_head(head, root / "head", backbone_hash=digest)
+    return root, echonet, tmed2
+
+
+def test_segment_fit_eval_and_analyze(setup, tmp_path):
+    root, echonet, _ = setup
+    common = ["--backbone", str(root / "bb"), "--head", str(root / "head")]
+    res = run(app, ["segment", "fit", *common, "--data", str(echonet), "--split", "all", "--target", "LV",
+                    "--out", str(tmp_path / "lv.json")])
+    assert res.exit_code == 0, res.output
+    model = json.loads((tmp_path / "lv.json").read_text())
+    assert model["target"] == "LV" and model["n_parcels"] == 8 and len(model["stats"]["identified"]) == 8
+    res = run(app, ["segment", "eval", "--model", str(tmp_path / "lv.json"), *common, "--data", str(echonet),
+                    "--split", "all", "--json", "--figures", str(tmp_path / "fig")])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout[res.stdout.index("{"):])
+    assert set(rep["dice"]["LV"]) == {"ED", "ES"} and all(0 <= s["mean"] <= 1 for s in rep["dice"]["LV"].values())
+    assert rep["ef"]["n"] >= 1 and (tmp_path / "fig" / "dice_hist_echonet_LV.png").is_file()
+    # a model fitted on another head is refused in one line
+    other = RaptorHead(192, 8)
+    save_head(other, tmp_path / "other", backbone_hash=json.loads((root / "bb" / "config.json").read_text())["hash"])
+    res = run(app, ["segment", "eval", "--model", str(tmp_path / "lv.json"), "--backbone", str(root / "bb"),
+                    "--head", str(tmp_path / "other"), "--data", str(echonet), "--split", "all"])
+    assert res.exit_code != 0 and "head_hash" in str(res.exception)
+    video = sorted((echonet / "Videos").glob("*.avi"))[0]
+    res = run(app, ["analyze", str(video), *common, "--segment", str(tmp_path / "lv.json"), "--out", str(tmp_path / "an")])
+    assert res.exit_code == 0, res.output
+    s = json.loads((tmp_path / "an" / "summary.json").read_text())
+    masks = np.load(tmp_path / "an" / "masks.npz")["LV"]
+    assert masks.shape[0] == s["frames"] and s["lv_area_px"] == masks.sum(axis=(1, 2)).astype(float).tolist()
+    assert (tmp_path / "an" / "overlay.mp4").stat().st_size > 0 and (tmp_path / "an" / "lv_area.png").is_file()
+
+
+def test_views_fit_eval(setup, tmp_path):
+    root, _, tmed2 = setup
+    res = run(app, ["views", "fit", "--backbone", str(root / "bb"), "--data", str(tmed2), "--out", str(tmp_path / "bank")])
+    assert res.exit_code == 0, res.output
+    res = run(app, ["views", "eval", "--bank", str(tmp_path / "bank"), "--backbone", str(root / "bb"), "--data",
+                    str(tmed2), "--k", "1", "--k", "3", "--json"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout[res.stdout.index("{"):])
+    assert set(rep["by_k"]) == {"1", "3"}
+    for r in rep["by_k"].values():
+        cm = np.array(r["confusion"])
+        assert cm.sum() == rep["n_test"] and np.trace(cm) / cm.sum() == pytest.approx(r["accuracy"])
