@@ -14,8 +14,6 @@ import csv
 import gzip
 import json
 import os
-import shutil
-import tempfile
 from collections.abc import Callable, Iterator
 from pathlib import Path
 from typing import Any
@@ -32,6 +30,7 @@ from alan.data.phantom.echo import (
 )
 from alan.data.phantom.shapes import biplane_volume
 from alan.data.phantom.sizes import preset
+from alan.artifacts import atomic_dir
 from alan.errors import DataError
 
 Progress = Callable[[int, int], None]
@@ -60,20 +59,8 @@ def staging(out: str | Path, force: bool = False) -> Iterator[Path]:
             resolved = out.resolve()
             if resolved == here or resolved in here.parents or resolved == Path.home().resolve() or (out / ".git").exists():
                 raise DataError(out, "refusing to replace this folder even with --force (current folder, a parent, home, or a git checkout)")
-    out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
-    try:
+    with atomic_dir(out) as tmp:
         yield tmp
-        if out.exists():
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-            os.replace(out, old / "x")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
-    except BaseException:
-        shutil.rmtree(tmp, ignore_errors=True)
-        raise
 
 
 def _top_rng(seed: int) -> np.random.Generator:
