@@ -6,8 +6,6 @@ from __future__ import annotations
 import csv
 import json
 import math
-import subprocess
-import sys
 from pathlib import Path
 
 import lightning as L
@@ -253,22 +251,6 @@ def write_echonet(root: Path, n=3, t=6, size=64, seed=0) -> Path:
     (root / "VolumeTracings.csv").write_text("FileName,X1,Y1,X2,Y2,Frame\n")
     return root
 
-
-@pytest.fixture
-def run_cli(monkeypatch, capsys):
-    from alan.cli.main import main
-
-    def run(*args):
-        monkeypatch.setattr(sys, "argv", ["alan", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as e:
-            code = e.code
-        out = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, out.out, out.err)
-
-    return run
 
 
 def test_cli_train_on_an_echonet_folder_and_errors(tmp_path, run_cli):

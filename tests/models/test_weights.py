@@ -4,8 +4,6 @@ from __future__ import annotations
 
 import argparse
 import fractions
-import subprocess
-import sys
 
 import pytest
 import timm
@@ -157,23 +155,6 @@ def test_argparse_namespace_is_the_only_extra_global(tmp_path):
     torch.save({"args": argparse.Namespace(a=1), "x": torch.ones(1)}, tmp_path / "ok.pth")
     assert read_checkpoint(tmp_path / "ok.pth")["args"].a == 1
 
-
-@pytest.fixture
-def run_cli(monkeypatch, capsys):
-    """`alan ARGS` in-process through the real entry point (exit code, stdout, stderr)."""
-    from alan.cli.main import main
-
-    def run(*args):
-        monkeypatch.setattr(sys, "argv", ["alan", *args])
-        try:
-            main()
-            code = 0
-        except SystemExit as e:
-            code = e.code
-        out = capsys.readouterr()
-        return subprocess.CompletedProcess(args, code, out.out, out.err)
-
-    return run
 
 
 def test_cli_import_and_errors(bare, tmp_path, run_cli):
