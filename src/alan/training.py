@@ -41,6 +41,7 @@ class RunOptions:
     log_every_n_steps: int = 10
     checkpoint_every_n_steps: int | None = 50
     gradient_clip_val: float | None = None
+    sync_batchnorm: bool | None = None  # None: on for multi-GPU runs (torch's SyncBatchNorm has no CPU kernel)
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -93,10 +94,19 @@ def make_trainer(opts: RunOptions, run_dir: str | Path, callbacks: Sequence[Call
         enable_model_summary=False,
         log_every_n_steps=opts.log_every_n_steps,
         gradient_clip_val=opts.gradient_clip_val,
+        sync_batchnorm=_sync_batchnorm(opts),
         deterministic=False,
     )
     kwargs.update(overrides)
     return L.Trainer(**kwargs)
+
+
+def _sync_batchnorm(opts: RunOptions) -> bool:
+    if opts.sync_batchnorm is not None:
+        return opts.sync_batchnorm
+    import torch
+
+    return opts.accelerator in ("gpu", "cuda") or (opts.accelerator == "auto" and torch.cuda.is_available())
 
 
 def fit(module: L.LightningModule, opts: RunOptions, run_dir: str | Path, *, train_dataloaders: Any = None,

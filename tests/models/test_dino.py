@@ -187,6 +187,19 @@ def test_student_learns_to_match_a_fixed_teacher(tmp_path):
     assert len(loss) == 40 and loss[-8:].mean() < 0.85 * loss[:8].mean()
 
 
+def test_head_batch_norm_is_the_official_use_bn_in_head(tmp_path):
+    # BatchNorm after each hidden Linear of both heads; the teacher still starts as the student
+    m = DINO(DINOConfig(**TINY, head_batch_norm=True))
+    for head in (m.student_head, m.teacher_head):
+        assert sum(isinstance(x, torch.nn.BatchNorm1d) for x in head.modules()) == 2
+    assert all(torch.equal(v, m.teacher_head.state_dict()[k]) for k, v in m.student_head.state_dict().items())
+    cfg = DINOConfig(**TINY, head_batch_norm=True, lr=0.05, warmup_epochs=0, momentum_teacher=1.0,
+                     center_momentum=1.0, drop_path=0.0)
+    train_dino(distinct_records(), cfg, options(max_steps=40, batch_size=16), tmp_path / "run")
+    loss = pd.read_csv(tmp_path / "run" / "logs" / "metrics.csv").dropna(subset=["loss"])["loss"].to_numpy()
+    assert loss[-8:].mean() < 0.85 * loss[:8].mean()
+
+
 class Killed(Exception):
     pass
 
@@ -274,3 +287,18 @@ def test_cli_train_on_an_echonet_folder_and_errors(tmp_path, run_cli):
     again = load_backbone(tmp_path / "from_ckpt")
     assert again.config.mean == pytest.approx(bb.config.mean)
     assert all(torch.equal(v, bb.vit.state_dict()[k]) for k, v in again.vit.state_dict().items())
+
+
+def test_cli_trains_on_the_frames_of_several_datasets(tmp_path, run_cli):
+    a, b = write_echonet(tmp_path / "a"), write_echonet(tmp_path / "b", n=4, seed=1)
+    args = ["dino", "train", "--data", str(a), "--data", str(b), "--arch", "vit_micro_p8_64", "--out-dim", "32",
+            "--hidden-dim", "16", "--bottleneck-dim", "8", "--head-batch-norm", "--n-local", "2", "--batch-size", "4",
+            "--max-steps", "2", "--no-progress", "--accelerator", "cpu", "--devices", "1"]
+    r = run_cli(*args, "--out", str(tmp_path / "run"))
+    assert r.returncode == 0, r.stderr
+    meta = load_backbone(tmp_path / "run").config.meta
+    assert meta["data"]["records"] == 2 + 3 and meta["data"]["frames"] == 6 * 5
+    assert meta["data"]["format"] == "echonet+echonet" and meta["data"]["root"] == [str(a), str(b)]
+    assert meta["dino"]["head_batch_norm"] is True and meta["dino"]["hidden_dim"] == 16
+    r = run_cli(*args, "--data", str(tmp_path / "missing"), "--out", str(tmp_path / "bad"))
+    assert r.returncode == 2 and "missing" in r.stderr and not (tmp_path / "bad" / "backbone").exists(), r.stderr

@@ -16,16 +16,21 @@ dino_app = typer.Typer(help="DINO self-supervised backbone training (ALAN, METHO
 
 @dino_app.command("train")
 def train(
-    data: Path = typer.Option(..., "--data", help="Dataset folder (any reader format) or a video file."),
+    data: list[Path] = typer.Option(..., "--data", help="Dataset folder (any reader format) or a video file; repeat "
+                                    "--data to train on the frames of several datasets together."),
     arch: str = typer.Option(..., "--arch", help="Architecture (see `alan backbone archs`); paper: vit_small_p4_112."),
     out: Path = typer.Option(..., "--out", help="Run folder: checkpoints/, logs/, and the backbone artifact in backbone/."),
-    format: str = typer.Option("auto", "--format", help="Dataset format (auto detects it)."),
+    format: str = typer.Option("auto", "--format", help="Dataset format (auto detects it; one format for every --data)."),
     split: str = typer.Option("train", "--split", help="Split(s) whose frames are used, comma-separated, or 'all'."),
     epochs: int = typer.Option(40, "--epochs", help="Epochs over all frames (paper's echo run: 40-50)."),
     max_steps: int = typer.Option(-1, "--max-steps", help="Stop after this many steps (-1: no limit); schedules span the run."),
     batch_size: int = typer.Option(64, "--batch-size", help="Frames per batch per device (the lr scales with the global batch)."),
     n_local: int = typer.Option(8, "--n-local", help="Local crops per frame."),
     out_dim: int = typer.Option(65536, "--out-dim", help="DINO head output dimension (small values for CPU smoke runs)."),
+    hidden_dim: int = typer.Option(2048, "--hidden-dim", help="DINO head hidden width."),
+    bottleneck_dim: int = typer.Option(256, "--bottleneck-dim", help="DINO head bottleneck width."),
+    head_batch_norm: bool = typer.Option(False, "--head-batch-norm/--no-head-batch-norm",
+                                         help="BatchNorm in the DINO head's MLP (the official --use_bn_in_head)."),
     lr: float = typer.Option(5e-4, "--lr", help="Base learning rate per 256 frames."),
     warmup_epochs: float = typer.Option(10, "--warmup-epochs", help="Linear lr warm-up (capped at 25% of the run)."),
     teacher_temp: float = typer.Option(0.04, "--teacher-temp", help="Final teacher temperature (warm-up starts at 0.04)."),
@@ -58,13 +63,17 @@ def train(
     from alan.training import RunOptions
 
     arch_spec(arch)
-    dataset = open_dataset(data, format)
-    records = list(dataset.records) if split.lower() == "all" else dataset.split(*split.split(","))
-    if not records:
-        splits = ", ".join(f"{k} ({v})" for k, v in dataset.splits().items())
-        raise DataError(data, f"no records in split {split!r} (splits: {splits}; use --split all for every record)")
-    records = records[:limit] if limit else records
-    config = DINOConfig(arch=arch, out_dim=out_dim, n_local=n_local, lr=lr, warmup_epochs=warmup_epochs,
+    records, formats = [], []
+    for path in data:
+        dataset = open_dataset(path, format)
+        found = list(dataset.records) if split.lower() == "all" else dataset.split(*split.split(","))
+        if not found:
+            splits = ", ".join(f"{k} ({v})" for k, v in dataset.splits().items())
+            raise DataError(path, f"no records in split {split!r} (splits: {splits}; use --split all for every record)")
+        records += found[:limit] if limit else found
+        formats.append(dataset.format)
+    config = DINOConfig(arch=arch, out_dim=out_dim, hidden_dim=hidden_dim, bottleneck_dim=bottleneck_dim,
+                        head_batch_norm=head_batch_norm, n_local=n_local, lr=lr, warmup_epochs=warmup_epochs,
                         teacher_temp=teacher_temp, warmup_teacher_temp_epochs=warmup_teacher_temp_epochs,
                         momentum_teacher=momentum_teacher, drop_path=drop_path)
     opts = RunOptions(max_epochs=epochs, max_steps=max_steps, batch_size=batch_size, precision=precision,
@@ -75,7 +84,8 @@ def train(
     init_bb = load_backbone(init) if init is not None else None
     if init_bb is not None and init_bb.config.arch != arch:
         raise DataError(init, f"--init backbone is {init_bb.config.arch}, not {arch}")
-    _, trainer, digest = train_dino(records, config, opts, out, out / "backbone", format=dataset.format, data_root=data,
+    _, trainer, digest = train_dino(records, config, opts, out, out / "backbone", format="+".join(formats),
+                                    data_root=data[0] if len(data) == 1 else [str(p) for p in data],
                                     split=split, frame_size=frame_size, init=init_bb, window=window,
                                     cache_videos=2 * window, stats_records=stats_records,
                                     command=shlex.join(["alan", *sys.argv[1:]]))

@@ -52,6 +52,7 @@ class DINOConfig:
     hidden_dim: int = 2048
     bottleneck_dim: int = 256
     norm_last_layer: bool = True
+    head_batch_norm: bool = False
     n_local: int = 8
     local_size: int | None = None
     global_scale: tuple[float, float] = (0.4, 1.0)
@@ -108,7 +109,8 @@ class DINO(L.LightningModule):
             self.student_backbone.load_state_dict(init.vit.state_dict())
         self.teacher_backbone.load_state_dict(self.student_backbone.state_dict())
         head = dict(input_dim=spec.embed_dim, hidden_dim=config.hidden_dim, bottleneck_dim=config.bottleneck_dim,
-                    output_dim=config.out_dim, norm_last_layer=config.norm_last_layer)
+                    output_dim=config.out_dim, norm_last_layer=config.norm_last_layer,
+                    batch_norm=config.head_batch_norm)
         with warnings.catch_warnings():  # lightly's head uses the deprecated (equivalent) weight_norm
             warnings.filterwarnings("ignore", message=".*weight_norm.*deprecated", category=FutureWarning)
             self.student_head = DINOProjectionHead(**head, freeze_last_layer=1)
@@ -264,7 +266,7 @@ def data_stats(dataset: FrameDataset, fp: str, run_dir: str | Path, max_records:
 
 
 def train_dino(records: list[Record], config: DINOConfig, opts: RunOptions, run_dir: str | Path,
-               out_dir: str | Path | None = None, *, format: str = "", data_root: str | Path | None = None,
+               out_dir: str | Path | None = None, *, format: str = "", data_root: str | Path | list[str] | None = None,
                split: str = "train", frame_size: int | None = None, init: Backbone | None = None,
                window: int = 16, cache_videos: int = 32, stats_records: int | None = None,
                command: str = "", callbacks: tuple = ()) -> tuple[DINO, L.Trainer, str | None]:
@@ -293,7 +295,7 @@ def train_dino(records: list[Record], config: DINOConfig, opts: RunOptions, run_
         backbone = module.to_backbone(
             source=f"dino:{format or 'records'}:{split}", data_fingerprint=fp, command=command,
             meta={"dino": config.to_dict(), "run": {k: v for k, v in opts.to_dict().items()},
-                  "data": {"format": format, "root": str(data_root) if data_root else None, "split": split,
+                  "data": {"format": format, "root": data_root if isinstance(data_root, list) else str(data_root) if data_root else None, "split": split,
                            "records": len(records), "frames": len(dataset), "frame_size": size,
                            "mean": mean, "std": std},
                   "steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),
