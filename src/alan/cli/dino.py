@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from alan.cli._options import parse_devices
+from alan.cli._options import parse_devices, select_records
 
 dino_app = typer.Typer(help="DINO self-supervised backbone training (ALAN, METHODS A1).", no_args_is_help=True)
 
@@ -56,7 +56,6 @@ def train(
     log_every: int = typer.Option(10, "--log-every", help="Log metrics every N steps."),
 ) -> None:
     """Train DINO on all frames of the chosen split and lock the teacher as OUT/backbone."""
-    from alan.data import open_dataset
     from alan.errors import DataError
     from alan.models.backbones import arch_spec, load_backbone
     from alan.models.dino import DINOConfig, train_dino
@@ -65,12 +64,8 @@ def train(
     arch_spec(arch)
     records, formats = [], []
     for path in data:
-        dataset = open_dataset(path, format)
-        found = list(dataset.records) if split.lower() == "all" else dataset.split(*split.split(","))
-        if not found:
-            splits = ", ".join(f"{k} ({v})" for k, v in dataset.splits().items())
-            raise DataError(path, f"no records in split {split!r} (splits: {splits}; use --split all for every record)")
-        records += found[:limit] if limit else found
+        dataset, found = select_records(path, format, split, limit)
+        records += found
         formats.append(dataset.format)
     config = DINOConfig(arch=arch, out_dim=out_dim, hidden_dim=hidden_dim, bottleneck_dim=bottleneck_dim,
                         head_batch_norm=head_batch_norm, n_local=n_local, lr=lr, warmup_epochs=warmup_epochs,

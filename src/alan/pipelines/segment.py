@@ -212,7 +212,7 @@ def segmentation_report(results: dict[str, SegmentationResult], fmt: str, figure
     """JSON-ready summary of evaluations per target (+ optional figures: histogram, best/worst)."""
     from pathlib import Path
 
-    from alan.reports.figures import best_worst, dice_histogram
+    from alan.reports.figures import best_worst, dice_histogram, parcel_atlas
 
     report: dict[str, Any] = {"format": fmt, "dice": {}, "oracle": {}, "n_frames": 0, "paper": PAPER_TABLE2.get(fmt)}
     for target, res in results.items():
@@ -231,4 +231,10 @@ def segmentation_report(results: dict[str, SegmentationResult], fmt: str, figure
             labels = [f"{r} {p}" for r, p in zip(res.record_ids, res.phases)]
             report["figures"].append(str(best_worst(res.images, res.parcels, res.truth, res.pred, res.dice,
                                                     fig_dir / f"best_worst_{fmt}_{target}.png", labels=labels)))
+            if target == next(iter(results)):  # one atlas per dataset: the parcels are the same for every target
+                n = min(16, len(res.images))
+                report["figures"].append(str(parcel_atlas(
+                    res.images[:n], res.parcels[:n], int(res.parcels.max()) + 1, fig_dir / f"parcels_{fmt}.png",
+                    masks=res.truth[:n], labels=labels[:n], cols=8,
+                    title=f"{fmt} test frames: parcels coloured by id (same colour = same parcel class); {target} contour white")))
     return report

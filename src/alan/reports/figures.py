@@ -74,6 +74,41 @@ def best_worst(images: np.ndarray, parcels: np.ndarray, truth: np.ndarray, pred:
     return _save(fig, path)
 
 
+def parcel_colors(n_parcels: int) -> np.ndarray:
+    """(K, 3) fixed colours, one per parcel id, so a parcel reads the same in every panel."""
+    cmap = plt.get_cmap("tab20")
+    base = np.array([cmap(i % 20)[:3] for i in range(n_parcels)])
+    shade = 1.0 - 0.35 * (np.arange(n_parcels) // 20 % 3)[:, None] / 2  # darker repeats past 20 ids
+    return base * shade
+
+
+def parcel_atlas(images: np.ndarray, parcels: np.ndarray, n_parcels: int, path: str | Path,
+                 masks: np.ndarray | None = None, labels: Sequence[str] | None = None, cols: int = 6,
+                 title: str = "") -> Path:
+    """Parcel maps of many frames (e.g. several patients at ED and ES) in one colour per parcel id, blended
+    with the image, target contour in white: a parcel with a stable meaning has the same colour on the
+    same anatomy in every panel (the ALAN paper's Figure 2, coloured by id)."""
+    colors = parcel_colors(n_parcels)
+    n = len(images)
+    cols = max(1, min(cols, n))
+    rows = int(np.ceil(n / cols))
+    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.0 * rows), squeeze=False)
+    for ax in axes.ravel():
+        ax.axis("off")
+    for i in range(n):
+        g = images[i].astype(np.float32)
+        g = (g - g.min()) / max(float(g.max() - g.min()), 1e-6)
+        rgb = 0.55 * colors[parcels[i]] + 0.45 * g[..., None]
+        if masks is not None:
+            rgb[find_boundaries(masks[i], mode="inner")] = 1.0
+        ax = axes.ravel()[i]
+        ax.imshow(np.clip(rgb, 0, 1))
+        if labels is not None:
+            ax.set_title(labels[i], fontsize=7)
+    fig.suptitle(title or "parcels coloured by id (one colour = one parcel class); target contour white", fontsize=9)
+    return _save(fig, path)
+
+
 def confusion(matrix: np.ndarray, classes: Sequence[str], path: str | Path, title: str = "") -> Path:
     fig, ax = plt.subplots(figsize=(3.6, 3.2))
     ax.imshow(matrix, cmap="Blues")
