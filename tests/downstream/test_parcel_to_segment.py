@@ -64,9 +64,10 @@ def oracle_predict(model, parcels):
         mask = np.isin(p, list(interior))
         if model.largest_component and mask.any():
             comp, n = ndimage.label(mask, structure=CROSS)
+            what = p if model.component_by == "parcels" else regions  # distinct classes, or regions
             best = max(
                 range(1, n + 1),
-                key=lambda i: (len(np.unique(regions[comp == i])), int((comp == i).sum()), -i),
+                key=lambda i: (len(np.unique(what[comp == i])), int((comp == i).sum()), -i),
             )
             mask = comp == best
         if model.enclaves:
@@ -165,13 +166,24 @@ def fitted(interior, k, **params) -> ParcelToSegment:
     return model
 
 
-def test_largest_component_counts_interior_regions():
+def test_largest_component_counts_interior_parcels_or_regions():
     p = np.zeros((40, 40), int)
-    p[2:6, 2:6], p[2:6, 6:10], p[2:6, 10:14] = 1, 2, 1  # blob A: 3 regions, 48 px
+    p[2:6, 2:6], p[2:6, 6:10], p[2:6, 10:14] = 1, 2, 1  # blob A: 3 regions of 2 classes, 48 px
     p[20:35, 20:35] = 2  # blob B: 1 region, 225 px
     model = fitted([1, 2], 3, **{**OFF, "largest_component": True})
     out = model.predict(p)
     assert out.sum() == 48 and out[3, 3] and not out[25, 25]
+    # the paper's "most interior parcels" counts classes: 3 regions of one class lose to 2 classes
+    r = np.zeros((40, 40), int)
+    r[2:4, 2:20] = 1
+    r[4:6, 2:4], r[4:6, 8:10], r[4:6, 14:16] = 2, 2, 2  # A: class 1 + three regions of class 2 = 4 regions, 2 classes
+    r[20:26, 20:23], r[20:26, 23:26], r[20:26, 26:29] = 1, 2, 3  # B: 3 regions, 3 classes, 54 px
+    by_parcels = fitted([1, 2, 3], 4, **{**OFF, "largest_component": True}).predict(r)
+    by_regions = fitted([1, 2, 3], 4, **{**OFF, "largest_component": True, "component_by": "regions"}).predict(r)
+    assert by_parcels[22, 24] and not by_parcels[3, 3]
+    assert by_regions[3, 3] and not by_regions[22, 24]
+    with pytest.raises(ValueError, match="component_by"):
+        fitted([1], 4, component_by="area").predict(r)
     # tie in region count -> the larger area wins
     q = np.zeros((40, 40), int)
     q[2:6, 2:6] = 1
@@ -295,7 +307,8 @@ def test_predict_matches_per_frame_oracle_and_frames_do_not_interact(monkeypatch
     parcels = blobby(12, size=64, k=12, low=6, seed=2)
     model = fitted([0, 3, 5, 7], 12, snake=False, closing_radius=4)
     np.testing.assert_array_equal(model.predict(parcels), oracle_predict(model, parcels))
-    for flags in ({"largest_component": False}, {"enclaves": False}, {"enclave_cutoff": 1}, {"closing": False}):
+    for flags in ({"largest_component": False}, {"component_by": "regions"}, {"enclaves": False}, {"enclave_cutoff": 1},
+                  {"closing": False}):
         m = fitted([0, 3, 5, 7], 12, snake=False, closing_radius=4, **flags)
         np.testing.assert_array_equal(m.predict(parcels), oracle_predict(m, parcels), err_msg=str(flags))
     # with the snake, a stack equals its frames one by one
@@ -363,6 +376,10 @@ def test_json_round_trip(tmp_path):
     np.testing.assert_array_equal(loaded.predict(parcels), model.predict(parcels))
     assert loaded.hand_edited_ == []
     assert not list(tmp_path.glob(".*tmp"))  # written atomically, nothing left behind
+    # a file from before `component_by` existed keeps the rule it was written with
+    del doc["hyperparameters"]["component_by"]
+    path.write_text(json.dumps(doc))
+    assert model.component_by == "parcels" and ParcelToSegment.from_json(path).component_by == "regions"
 
 
 def test_hand_edited_interior_list_is_used(tmp_path):
