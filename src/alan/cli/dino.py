@@ -33,7 +33,8 @@ def train(
                                          help="BatchNorm in the DINO head's MLP (the official --use_bn_in_head)."),
     lr: float = typer.Option(5e-4, "--lr", help="Base learning rate per 256 frames."),
     warmup_epochs: float = typer.Option(10, "--warmup-epochs", help="Linear lr warm-up (capped at 25% of the run)."),
-    teacher_temp: float = typer.Option(0.04, "--teacher-temp", help="Final teacher temperature (warm-up starts at 0.04)."),
+    teacher_temp: float = typer.Option(0.04, "--teacher-temp", help="Final teacher temperature."),
+    warmup_teacher_temp: float = typer.Option(0.04, "--warmup-teacher-temp", help="Teacher temperature at the start of its warm-up."),
     warmup_teacher_temp_epochs: float = typer.Option(30, "--warmup-teacher-temp-epochs", help="Teacher temperature warm-up (paper: 30)."),
     momentum_teacher: float = typer.Option(0.996, "--momentum-teacher", help="Initial teacher EMA momentum (cosine to 1)."),
     drop_path: float = typer.Option(0.1, "--drop-path", help="Student drop-path rate."),
@@ -69,7 +70,8 @@ def train(
         formats.append(dataset.format)
     config = DINOConfig(arch=arch, out_dim=out_dim, hidden_dim=hidden_dim, bottleneck_dim=bottleneck_dim,
                         head_batch_norm=head_batch_norm, n_local=n_local, lr=lr, warmup_epochs=warmup_epochs,
-                        teacher_temp=teacher_temp, warmup_teacher_temp_epochs=warmup_teacher_temp_epochs,
+                        teacher_temp=teacher_temp, warmup_teacher_temp=warmup_teacher_temp,
+                        warmup_teacher_temp_epochs=warmup_teacher_temp_epochs,
                         momentum_teacher=momentum_teacher, drop_path=drop_path)
     opts = RunOptions(max_epochs=epochs, max_steps=max_steps, batch_size=batch_size, precision=precision,
                       accelerator=accelerator, devices=parse_devices(devices), num_nodes=num_nodes, strategy=strategy,

@@ -74,13 +74,17 @@ def get_backbone(cfg: DemoConfig, data: dict[str, Path], out: Path, console: Con
     from alan.models.dino import DINOConfig, train_dino
     from alan.training import RunOptions
 
-    ds = open_dataset(data["echonet"], "echonet")
+    fmts = ("echonet", "camus", "tmed2")  # every echo phantom's TRAIN frames, no labels (as the shipped backbone)
+    records = [r for fmt in fmts for r in open_dataset(data[fmt], fmt).split("train")]
     steps = 10 if cfg.quick else cfg.backbone_steps
-    dcfg = DINOConfig(arch="vit_tiny_p8_112", out_dim=4096, hidden_dim=512, bottleneck_dim=128, n_local=4,
-                      warmup_epochs=1, warmup_teacher_temp_epochs=1)
+    # the shipped backbone's recipe (scripts/train_demo_backbone.sh): BN head, sharp teacher, fast EMA
+    dcfg = DINOConfig(arch="vit_tiny_d6_p8_112", out_dim=1024, hidden_dim=512, bottleneck_dim=128, head_batch_norm=True,
+                      n_local=4, lr=8e-3, warmup_epochs=1, teacher_temp=0.02, warmup_teacher_temp=0.02,
+                      momentum_teacher=0.9)
     opts = RunOptions(max_epochs=1000, max_steps=steps, batch_size=32, seed=cfg.seed, checkpoint_every_n_steps=None)
-    _, _, digest = train_dino(ds.split("train"), dcfg, opts, out / "dino", out / "dino" / "backbone",
-                              format="echonet", data_root=data["echonet"], command=f"alan demo --train-backbone ({steps} steps)")
+    _, _, digest = train_dino(records, dcfg, opts, out / "dino", out / "dino" / "backbone", format="+".join(fmts),
+                              data_root=[str(data[f]) for f in fmts],
+                              command=f"alan demo --train-backbone ({steps} steps)")
     backbone = load_backbone(out / "dino" / "backbone")
     console.print(f"  trained backbone for {steps} steps [{digest}]")
     return backbone, {"source": "trained", "steps": steps, "path": str(out / "dino" / "backbone")}
