@@ -27,6 +27,7 @@ VARIANTS = {
     "full (paper defaults)": {},
     "union of interior parcels only": dict(largest_component=False, enclaves=False, closing=False, snake=False, fill=False),
     "- largest_component": dict(largest_component=False),
+    "component by regions, not parcels": dict(component_by="regions"),
     "- enclaves": dict(enclaves=False),
     "- closing": dict(closing=False),
     "- snake": dict(snake=False),
