@@ -413,8 +413,9 @@ def _keep_best_component(mask: np.ndarray, regions: np.ndarray, region_frame: np
         n_regions = np.bincount(comp_of_region, minlength=n_comp + 1)
     else:
         inner = np.flatnonzero(comp_of_region)
-        pairs = np.unique(comp_of_region[inner] * (int(region_class.max()) + 1) + region_class[inner])
-        n_regions = np.bincount(pairs // (int(region_class.max()) + 1), minlength=n_comp + 1)
+        k = int(region_class.max()) + 1
+        pairs = np.unique(comp_of_region[inner] * k + region_class[inner])  # distinct (component, class)
+        n_regions = np.bincount(pairs // k, minlength=n_comp + 1)
     n_regions[0] = 0
     area = np.bincount(comp.ravel(), minlength=n_comp + 1)
     comp_frame = np.full(n_comp + 1, -1, dtype=np.int64)

@@ -295,13 +295,19 @@ def train_dino(records: list[Record], config: DINOConfig, opts: RunOptions, run_
         backbone = module.to_backbone(
             source=f"dino:{format or 'records'}:{split}", data_fingerprint=fp, command=command,
             meta={"dino": config.to_dict(), "run": {k: v for k, v in opts.to_dict().items()},
-                  "data": {"format": format, "root": data_root if isinstance(data_root, list) else str(data_root) if data_root else None, "split": split,
+                  "data": {"format": format, "root": _roots(data_root), "split": split,
                            "records": len(records), "frames": len(dataset), "frame_size": size,
                            "mean": mean, "std": std},
                   "steps": int(trainer.global_step), "epochs": int(trainer.current_epoch),
                   "final_loss": _final_loss(trainer)})
         digest = save_backbone(backbone, out_dir)
     return module, trainer, digest
+
+
+def _roots(data_root: str | Path | list[str] | None) -> str | list[str] | None:
+    if isinstance(data_root, list):
+        return [str(p) for p in data_root]
+    return str(data_root) if data_root else None
 
 
 def _final_loss(trainer: L.Trainer) -> float | None:

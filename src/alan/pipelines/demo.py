@@ -74,10 +74,11 @@ def get_backbone(cfg: DemoConfig, data: dict[str, Path], out: Path, console: Con
     from alan.models.dino import DINOConfig, train_dino
     from alan.training import RunOptions
 
-    fmts = ("echonet", "camus", "tmed2")  # every echo phantom's TRAIN frames, no labels (as the shipped backbone)
+    # every echo phantom's TRAIN frames, no labels (the paper uses EchoNet's alone; its phantom is A4C only)
+    fmts = ("echonet", "camus", "tmed2")
     records = [r for fmt in fmts for r in open_dataset(data[fmt], fmt).split("train")]
     steps = 10 if cfg.quick else cfg.backbone_steps
-    # the shipped backbone's recipe (scripts/train_demo_backbone.sh): BN head, sharp teacher, fast EMA
+    # the CPU recipe that leaves DINO's collapse plateau (docs/backbone.md): BN head, sharp teacher, fast EMA
     dcfg = DINOConfig(arch="vit_tiny_d6_p8_112", out_dim=1024, hidden_dim=512, bottleneck_dim=128, head_batch_norm=True,
                       n_local=4, lr=8e-3, warmup_epochs=1, teacher_temp=0.02, warmup_teacher_temp=0.02,
                       momentum_teacher=0.9)
