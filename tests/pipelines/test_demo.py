@@ -32,3 +32,21 @@ def test_demo_quick_end_to_end(tmp_path):
     res2 = CliRunner().invoke(app, ["demo", "--quick", "--no-sscl", "--out", str(out)])
     assert res2.exit_code == 0, res2.output
     assert "reusing" in res2.output
+
+
+def test_demo_train_backbone_uses_the_cpu_recipe_on_every_echo_phantom(tmp_path):
+    out = tmp_path / "demo"
+    res = CliRunner().invoke(app, ["demo", "--quick", "--no-sscl", "--train-backbone", "--out", str(out)])
+    assert res.exit_code == 0, res.output
+    r = json.loads((out / "results.json").read_text())
+    assert r["backbone"]["source"] == "trained" and r["backbone"]["steps"] == 10
+    bb = load_backbone(out / "dino" / "backbone")
+    assert r["backbone"]["hash"] == bb.hash and bb.config.arch == "vit_tiny_d6_p8_112"
+    meta = bb.config.meta
+    assert meta["data"]["format"] == "echonet+camus+tmed2" and len(meta["data"]["root"]) == 3
+    assert meta["dino"]["head_batch_norm"] and meta["dino"]["teacher_temp"] == 0.02 and meta["steps"] == 10
+    assert parcel_atlases_written(out)
+
+
+def parcel_atlases_written(out) -> bool:
+    return all((out / "figures" / f"parcels_{fmt}.png").is_file() for fmt in ("echonet", "camus"))
