@@ -18,7 +18,7 @@ def test_parcel_atlas_writes_one_panel_per_frame(tmp_path):
     parcels[:, :, 16:] = 3
     masks = np.zeros((5, 32, 32), bool)
     masks[:, 8:24, 8:24] = True
-    path = parcel_atlas(images, parcels, 4, tmp_path / "sub" / "atlas.png", masks=masks, labels=list("abcde"), cols=3)
+    path = parcel_atlas(images, parcels, tmp_path / "sub" / "atlas.png", masks=masks, labels=list("abcde"), cols=3)
     img = mpimg.imread(path)
     assert path.is_file() and img.ndim == 3 and img.shape[1] > img.shape[0]  # 3 columns x 2 rows
     assert not list(path.parent.glob(".*tmp*"))

@@ -234,7 +234,7 @@ def segmentation_report(results: dict[str, SegmentationResult], fmt: str, figure
             if target == next(iter(results)):  # one atlas per dataset: the parcels are the same for every target
                 n = min(16, len(res.images))
                 report["figures"].append(str(parcel_atlas(
-                    res.images[:n], res.parcels[:n], int(res.parcels.max()) + 1, fig_dir / f"parcels_{fmt}.png",
+                    res.images[:n], res.parcels[:n], fig_dir / f"parcels_{fmt}.png",
                     masks=res.truth[:n], labels=labels[:n], cols=8,
                     title=f"{fmt} test frames: parcels coloured by id (same colour = same parcel class); {target} contour white")))
     return report

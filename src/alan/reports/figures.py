@@ -37,10 +37,15 @@ def dice_histogram(groups: dict[str, np.ndarray], path: str | Path, title: str =
     return _save(fig, path)
 
 
+def _unit(image: np.ndarray) -> np.ndarray:
+    """A gray image rescaled to [0, 1] (min-max) as float32."""
+    g = image.astype(np.float32)
+    return (g - g.min()) / max(float(g.max() - g.min()), 1e-6)
+
+
 def overlay_rgb(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray | None) -> np.ndarray:
     """Gray image with truth in blue, prediction in green (overlap turquoise), as Figs. 4-5."""
-    g = image.astype(np.float32)
-    g = (g - g.min()) / max(float(g.max() - g.min()), 1e-6)
+    g = _unit(image)
     rgb = np.repeat(g[..., None], 3, axis=2) * 0.8
     if truth is not None:
         rgb[truth, 2] = np.clip(rgb[truth, 2] + 0.55, 0, 1)
@@ -50,8 +55,7 @@ def overlay_rgb(image: np.ndarray, truth: np.ndarray | None, pred: np.ndarray | 
 
 
 def parcel_contours(image: np.ndarray, parcels: np.ndarray) -> np.ndarray:
-    g = image.astype(np.float32)
-    g = (g - g.min()) / max(float(g.max() - g.min()), 1e-6)
+    g = _unit(image)
     rgb = np.repeat(g[..., None], 3, axis=2)
     rgb[find_boundaries(parcels, mode="inner")] = (0.2, 0.4, 1.0)
     return rgb
@@ -82,13 +86,13 @@ def parcel_colors(n_parcels: int) -> np.ndarray:
     return base * shade
 
 
-def parcel_atlas(images: np.ndarray, parcels: np.ndarray, n_parcels: int, path: str | Path,
+def parcel_atlas(images: np.ndarray, parcels: np.ndarray, path: str | Path,
                  masks: np.ndarray | None = None, labels: Sequence[str] | None = None, cols: int = 6,
                  title: str = "") -> Path:
     """Parcel maps of many frames (e.g. several patients at ED and ES) in one colour per parcel id, blended
     with the image, target contour in white: a parcel with a stable meaning has the same colour on the
     same anatomy in every panel (the ALAN paper's Figure 2, coloured by id)."""
-    colors = parcel_colors(n_parcels)
+    colors = parcel_colors(int(np.max(parcels)) + 1)  # a parcel's colour depends on its id only
     n = len(images)
     cols = max(1, min(cols, n))
     rows = int(np.ceil(n / cols))
@@ -96,9 +100,7 @@ def parcel_atlas(images: np.ndarray, parcels: np.ndarray, n_parcels: int, path: 
     for ax in axes.ravel():
         ax.axis("off")
     for i in range(n):
-        g = images[i].astype(np.float32)
-        g = (g - g.min()) / max(float(g.max() - g.min()), 1e-6)
-        rgb = 0.55 * colors[parcels[i]] + 0.45 * g[..., None]
+        rgb = 0.55 * colors[parcels[i]] + 0.45 * _unit(images[i])[..., None]
         if masks is not None:
             rgb[find_boundaries(masks[i], mode="inner")] = 1.0
         ax = axes.ravel()[i]
