@@ -5,7 +5,8 @@ import pytest
 from skimage.draw import ellipse
 
 from alan.pipelines.analyze import cycle_efs, find_ed_es
-from alan.pipelines.segment import collect_annotated, mask_ef, masks_to_native, oracle_dice, to_work
+from alan.pipelines.segment import (AnnotatedFrames, collect_annotated, ef_errors, mask_ef, masks_to_native,
+                                    oracle_dice, to_work)
 from alan.records import Record
 
 
@@ -28,6 +29,26 @@ def test_mask_ef_is_area_length_formula():
     expected = (vol(ed) - vol(es)) / vol(ed) * 100
     assert mask_ef(ed, es) == pytest.approx(expected, rel=1e-6)
     assert math.isnan(mask_ef(np.zeros((8, 8), bool), es[:8, :8]))
+
+
+def test_ef_errors_counts_implausible_predictions_and_keeps_the_median():
+    ed, es = _ellipse_mask(40, 20), _ellipse_mask(34, 14)
+    ef_true = mask_ef(ed, es)
+    frames = AnnotatedFrames()
+    preds = []
+    # record a: prediction = truth; b: ED and ES swapped (EF < 0); c: empty ES prediction (no EF)
+    for rid, (p_ed, p_es) in {"a": (ed, es), "b": (es, ed), "c": (ed, np.zeros_like(ed))}.items():
+        rec = Record(id=rid, load_frames=lambda: np.zeros((2, 112, 112), np.uint8), meta={"EF": ef_true})
+        for phase, truth, pred in (("ED", ed, p_ed), ("ES", es, p_es)):
+            frames.record_ids.append(rid); frames.phases.append(phase); frames.images.append(truth)
+            frames.masks.append(truth); frames.records.append(rec); preds.append(pred)
+    r = ef_errors(frames, preds)
+    swapped = abs(mask_ef(es, ed) - ef_true)
+    assert r["n"] == 3 and r["n_pred_implausible"] == 2
+    assert r["mae_pred_vs_reference"] == pytest.approx(swapped / 2)
+    assert r["median_ae_pred_vs_reference"] == pytest.approx(swapped / 2)
+    assert r["mae_pred_vs_reference_plausible"] == pytest.approx(0.0, abs=1e-9)
+    assert r["mae_truth_masks_vs_reference"] == pytest.approx(0.0, abs=1e-9)
 
 
 def test_find_ed_es_on_a_known_cycle():

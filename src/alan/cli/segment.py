@@ -75,8 +75,10 @@ def evaluate(
     console.print(segmentation_table(report, dataset.format))
     if report.get("ef"):
         ef = report["ef"]
-        console.print(f"EF ({ef['method']}): MAE vs reference {ef['mae_pred_vs_reference']:.1f} points "
-                      f"(ground-truth masks: {ef['mae_truth_masks_vs_reference']:.1f}), n={ef['n']}")
+        console.print(f"EF ({ef['method']}): MAE vs reference {ef['mae_pred_vs_reference']:.1f} points, median "
+                      f"{ef['median_ae_pred_vs_reference']:.1f} (ground-truth masks: "
+                      f"{ef['mae_truth_masks_vs_reference']:.1f}), n={ef['n']}, "
+                      f"{ef['n_pred_implausible']} predicted EFs outside 0-100 %")
 
 
 def segmentation_table(report: dict, fmt: str) -> Table:

@@ -185,7 +185,9 @@ def write_report(results: dict[str, Any], path: Path) -> Path:
         seg.tables.append((fmt, ["target", "phase", "mean", "std", "n", "oracle", "paper (real data)"], rows))
         if r.get("ef"):
             seg.paragraphs.append(f"{fmt} EF ({r['ef']['method']}): MAE vs the dataset's EF "
-                                  f"{r['ef']['mae_pred_vs_reference']:.1f} points; with ground-truth masks "
+                                  f"{r['ef']['mae_pred_vs_reference']:.1f} points (median "
+                                  f"{r['ef']['median_ae_pred_vs_reference']:.1f}; {r['ef']['n_pred_implausible']} of "
+                                  f"{r['ef']['n']} predicted EFs outside 0-100 %); with ground-truth masks "
                                   f"{r['ef']['mae_truth_masks_vs_reference']:.1f}.")
         for f in r.get("figures", []):
             seg.figures.append((Path(f), Path(f).stem.replace("_", " ")))

@@ -193,13 +193,24 @@ def ef_errors(frames: AnnotatedFrames, pred_native: list[np.ndarray]) -> dict[st
     ref = np.array([np.nan if r[1] is None else float(r[1]) for r in rows])
     pred = np.array([r[2] for r in rows])
     gt = np.array([r[3] for r in rows])
+    plausible = np.isfinite(pred) & (pred >= 0) & (pred <= 100)
     return {
         "method": "single-plane area-length, V = 8 A^2 / (3 pi L), L = major axis of the mask",
         "n": len(rows),
-        "mae_pred_vs_reference": float(np.nanmean(np.abs(pred - ref))),
-        "mae_truth_masks_vs_reference": float(np.nanmean(np.abs(gt - ref))),
-        "mae_pred_vs_truth_masks": float(np.nanmean(np.abs(pred - gt))),
+        "mae_pred_vs_reference": _nan_stat(np.mean, np.abs(pred - ref)),
+        "median_ae_pred_vs_reference": _nan_stat(np.median, np.abs(pred - ref)),
+        "mae_truth_masks_vs_reference": _nan_stat(np.mean, np.abs(gt - ref)),
+        "mae_pred_vs_truth_masks": _nan_stat(np.mean, np.abs(pred - gt)),
+        # an empty mask gives no EF; an ES mask larger than the ED mask gives EF < 0
+        "n_pred_implausible": int((~plausible).sum()),
+        "mae_pred_vs_reference_plausible": _nan_stat(np.mean, np.abs(pred - ref)[plausible]),
     }
+
+
+def _nan_stat(fn: Any, x: np.ndarray) -> float:
+    """`fn` over the finite entries of `x`; NaN (not a warning) when there are none."""
+    x = x[np.isfinite(x)]
+    return float(fn(x)) if x.size else float("nan")
 
 
 def oracle_dice(parcels: np.ndarray, truth: np.ndarray) -> np.ndarray:
