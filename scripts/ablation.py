@@ -4,11 +4,15 @@
 
 Parcels are computed once per test set; each variant switches one step off
 (`ParcelToSegment.set_params`), the interior parcels stay as fitted. The oracle row is the
-per-frame union of parcel regions with >= 50% of their pixels inside the truth.
+per-frame union of parcel regions with >= 50% of their pixels inside the truth; the class-set rows
+take the K booleans that best fit the fitting split as a plain union (`class_set_oracle`, greedy)
+and score them on the test set, alone and with the paper's post-processing: the best any choice of
+interior parcels could do with these parcels.
 """
 
 from __future__ import annotations
 
+import copy
 import json
 import sys
 import time
@@ -17,7 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from alan.data import open_dataset
-from alan.downstream.parcel_to_segment import ParcelToSegment, region_oracle
+from alan.downstream.parcel_to_segment import ParcelToSegment, class_set_oracle, region_oracle
 from alan.metrics import dice
 from alan.models.backbones import load_backbone
 from alan.models.raptor import load_head
@@ -36,12 +40,16 @@ VARIANTS = {
 }
 
 
+ORACLES = ("oracle union of parcel regions", "oracle best class set, plain union", "oracle best class set + post-processing")
+FIT_SPLIT = {"echonet": "val", "camus": "train"}  # the protocol's fitting sets
+
+
 def main(out: Path) -> None:
     info = json.loads((out / "results.json").read_text())
     backbone = load_backbone(info["backbone"]["path"])
     head = load_head(out / "raptor", backbone=backbone)
     parcellator = Parcellator(backbone, head)
-    columns, table, speed = [], {v: [] for v in [*VARIANTS, "oracle union of parcel regions"]}, {}
+    columns, table, speed = [], {v: [] for v in [*VARIANTS, *ORACLES]}, {}
     for key, path in info["segment_models"].items():
         fmt, target = key.split("_")
         ds = open_dataset(out / "data" / fmt, fmt)
@@ -60,12 +68,25 @@ def main(out: Path) -> None:
             table[name] += [f"{scores[phases == ph].mean() * 100:.1f} ± {scores[phases == ph].std() * 100:.1f}" for ph in ("ED", "ES")]
         oracle = np.atleast_1d(dice(region_oracle(parcels, masks_to_work(frames.masks, parcellator.work_size)),
                                     masks_to_work(frames.masks, parcellator.work_size)))
-        table["oracle union of parcel regions"] += [f"{oracle[phases == ph].mean() * 100:.1f}" for ph in ("ED", "ES")]
+        table[ORACLES[0]] += [f"{oracle[phases == ph].mean() * 100:.1f}" for ph in ("ED", "ES")]
+        fit = collect_annotated(ds.split(FIT_SPLIT[fmt]), target)
+        fit_parcels = parcellator(to_work(fit.images, parcellator.work_size))
+        classes, _ = class_set_oracle(fit_parcels, masks_to_work(fit.masks, parcellator.work_size))
+        best = ParcelToSegment.from_json(path)
+        best.interior_ = np.isin(np.arange(len(best.interior_)), classes)
+        for name, model in zip(ORACLES[1:], (clone_off(best), best)):
+            scores = np.array([dice(p, t) for p, t in zip(masks_to_native(model.predict(parcels), shapes), frames.masks)])
+            table[name] += [f"{scores[phases == ph].mean() * 100:.1f}" for ph in ("ED", "ES")]
     print("| variant | " + " | ".join(columns) + " | frames/s |")
     print("|---" * (len(columns) + 2) + "|")
     for name, cells in table.items():
         fps = f"{np.mean(speed[name]):.0f}" if name in speed else ""
         print(f"| {name} | " + " | ".join(cells) + f" | {fps} |")
+
+
+def clone_off(model: ParcelToSegment) -> ParcelToSegment:
+    """The same interior parcels with every post-processing step off."""
+    return copy.deepcopy(model).set_params(**VARIANTS["union of interior parcels only"])
 
 
 if __name__ == "__main__":

@@ -352,6 +352,26 @@ def test_region_oracle_keeps_regions_mostly_inside():
     assert (out == mask).sum() > (np.isin(p, [1, 2]) == mask).sum()  # the most pixels right
 
 
+def test_class_set_oracle_matches_brute_force_and_dice():
+    from itertools import combinations
+
+    rng = np.random.default_rng(3)
+    p = blobby(6, size=32, k=6, low=3, seed=5)
+    masks = np.stack([ellipse(32, 32, 16, 16, 9, 6)] * 6) & (rng.random((6, 32, 32)) > 0.1)
+    classes, score = p2s.class_set_oracle(p, masks)
+    assert score == pytest.approx(dice(np.isin(p, classes), masks).mean())
+    best = max(dice(np.isin(p, list(c)), masks).mean() for r in range(1, 7) for c in combinations(range(6), r))
+    assert score <= best + 1e-12 and score >= 0.9 * best  # greedy: never above the optimum, close to it here
+    # class 1 is the target in frame 0 but background in frame 1: no class set is perfect
+    q = np.zeros((2, 4, 4), int)
+    q[:, :2] = 1
+    t = np.zeros((2, 4, 4), bool)
+    t[0, :2] = True
+    t[1, 2:] = True
+    q[1, 2:] = 2
+    assert p2s.class_set_oracle(q, t) == ([1, 2], pytest.approx(5 / 6))
+
+
 # ---------------------------------------------------------------- JSON and provenance
 def small_fit(**params):
     parcels = blobby(8, size=48, k=10, low=6, seed=4)
