@@ -80,3 +80,31 @@ def test_area_length_volume_of_an_ellipsoid_and_ejection_fraction():
     assert metrics.area_length_volume(area, length) == pytest.approx(4 / 3 * np.pi * b**2 * length / 2)
     assert metrics.ejection_fraction(120.0, 50.0) == pytest.approx(70 / 120)
     np.testing.assert_allclose(metrics.ejection_fraction([100, 80], [40, 60]), [0.6, 0.25])
+
+
+def test_macro_auc_skip_policy_for_absent_classes():
+    rng = np.random.default_rng(0)
+    classes = np.array(["DCM", "HCM", "MINF", "NOR", "RV"])
+    y = rng.choice(classes, 60)
+    p = rng.dirichlet(np.ones(5), 60)
+    p[np.arange(60), np.searchsorted(classes, y)] += rng.uniform(0, 0.5, 60)
+    p /= p.sum(1, keepdims=True)
+    assert metrics.macro_auc(y, p, classes, absent="skip") == pytest.approx(roc_auc_score(y, p, multi_class="ovr", average="macro"))
+    # a class missing from y_true: the mean of the present classes' one-vs-rest AUCs
+    keep = y != "RV"
+    want = np.mean([roc_auc_score(y[keep] == c, p[keep, i]) for i, c in enumerate(classes) if c != "RV"])
+    assert metrics.macro_auc(y[keep], p[keep], classes, absent="skip") == pytest.approx(want)
+    # binary case is the plain AUC of the positive class
+    yb = rng.choice(["a", "b"], 40)
+    pb = rng.dirichlet(np.ones(2), 40)
+    assert metrics.macro_auc(yb, pb, ["a", "b"], absent="skip") == pytest.approx(roc_auc_score(yb == "b", pb[:, 1]))
+    assert np.isnan(metrics.macro_auc(["a"] * 5, pb[:5], ["a", "b"], absent="skip"))
+
+    # skip: a label the model never saw counts as a negative of every class
+    yu = np.where(y == "RV", "XX", y)
+    assert metrics.macro_auc(yu, p, [*classes[:4], "YY"], absent="skip") == pytest.approx(
+        np.mean([roc_auc_score(yu == c, p[:, i]) for i, c in enumerate(classes[:4])]))
+    with pytest.raises(AlanError, match="not among"):
+        metrics.macro_auc(yu, p, [*classes[:4], "YY"])
+    with pytest.raises(ValueError, match="absent"):
+        metrics.macro_auc(yb, pb, ["a", "b"], absent="ignore")

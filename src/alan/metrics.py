@@ -67,10 +67,17 @@ def confusion_matrix(y_true: Any, y_pred: Any, labels: Sequence[Any] | None = No
     return _sk_confusion_matrix(t, p, labels=None if labels is None else list(labels))
 
 
-def macro_auc(y_true: Any, proba: Any, classes: Sequence[Any]) -> float:
+def macro_auc(y_true: Any, proba: Any, classes: Sequence[Any], absent: str = "raise") -> float:
     """Macro-averaged one-vs-rest ROC AUC of class probabilities (rows sum to 1); `proba`
-    columns follow `classes` (e.g. an estimator's `classes_`). Every class must occur in
-    `y_true`, otherwise its AUC is undefined and an `AlanError` says which."""
+    columns follow `classes` (e.g. an estimator's `classes_`).
+
+    A class with no sample in `y_true` has no AUC: `absent="raise"` (default) raises an
+    `AlanError` naming it; `absent="skip"` averages over the classes present (a small held-out
+    part during model selection) and gives NaN when fewer than two are present; there, samples
+    of a label outside `classes` (a model fitted on a fold without it) count as negatives. With every
+    class present both equal ``roc_auc_score(y, proba, multi_class="ovr", average="macro")``."""
+    if absent not in ("raise", "skip"):
+        raise ValueError(f"absent must be 'raise' or 'skip', got {absent!r}")
     t = np.asarray(y_true)
     s = np.asarray(proba, dtype=float)
     classes = list(classes)
@@ -78,17 +85,21 @@ def macro_auc(y_true: Any, proba: Any, classes: Sequence[Any]) -> float:
         raise ValueError(f"proba must be (n_samples={len(t)}, n_classes={len(classes)}), got {s.shape}")
     present = set(np.unique(t).tolist())
     unknown = present - {_py(c) for c in classes}
-    if unknown:
+    if unknown and absent == "raise":
         raise AlanError(f"macro AUC: labels {sorted(map(str, unknown))} are not among the classes {classes}")
     missing = [c for c in classes if _py(c) not in present]
-    if missing:
+    if missing and absent == "raise":
         raise AlanError(
             f"macro AUC is undefined: class(es) {[_py(c) for c in missing]} have no sample in y_true "
             f"({len(t)} samples)"
         )
+    if len(classes) - len(missing) < 2:
+        return float("nan")
     if len(classes) == 2:
         return float(roc_auc_score(t == classes[1], s[:, 1]))
-    return float(roc_auc_score(t, s, multi_class="ovr", average="macro", labels=classes))
+    if not missing and not unknown:
+        return float(roc_auc_score(t, s, multi_class="ovr", average="macro", labels=classes))
+    return float(np.mean([roc_auc_score(t == c, s[:, i]) for i, c in enumerate(classes) if c not in missing]))
 
 
 def area_length_volume(area: Any, length: Any) -> np.ndarray | float:

@@ -25,31 +25,12 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.metrics import roc_auc_score
 from sklearn.model_selection import GroupShuffleSplit, StratifiedGroupKFold
 from sklearn.utils.validation import check_is_fitted
 from torch import nn
 
+from alan.metrics import macro_auc
 from alan.models.encoders import Encoder
-
-
-def macro_auc(y_true: Sequence[Any], proba: np.ndarray, classes: Sequence[Any]) -> float:
-    """Macro one-vs-rest ROC AUC (sklearn) over the classes present in `y_true`.
-
-    With every class present this is exactly ``roc_auc_score(y, proba, multi_class="ovr",
-    average="macro")``; a class absent from `y_true` (a small test part) has no AUC and is left
-    out of the mean instead of failing. NaN when fewer than two classes are present.
-    """
-    y = np.asarray(y_true)
-    classes = list(classes)
-    present = [c for c in classes if (y == c).any()]
-    if len(present) < 2:
-        return float("nan")
-    if len(classes) == 2:
-        return float(roc_auc_score(y == classes[1], proba[:, 1]))
-    if len(present) == len(classes):
-        return float(roc_auc_score(y, proba, multi_class="ovr", average="macro", labels=classes))
-    return float(np.mean([roc_auc_score(y == c, proba[:, classes.index(c)]) for c in present]))
 
 
 def group_split(y: np.ndarray, groups: np.ndarray, fraction: float, seed: int) -> tuple[np.ndarray, np.ndarray]:
@@ -161,7 +142,7 @@ class EDESClassifier(ClassifierMixin, BaseEstimator):
             z, t, len(self.classes_), torch.cat([layer.weight.detach(), layer.bias.detach()[:, None]], 1), tr, va,
             lr=self.lr, batch_size=self.batch_size, weight_decay=self.weight_decay, max_epochs=self.max_epochs,
             patience=self.patience, seed=self.seed, eval_fn=None if ev is None else
-            (lambda wb: macro_auc(ev[1], torch.softmax(_logits(ev[0], wb), 1).numpy(), self.classes_)))
+            (lambda wb: macro_auc(ev[1], torch.softmax(_logits(ev[0], wb), 1).numpy(), self.classes_, absent="skip")))
         with torch.no_grad():
             layer.weight.copy_(w[:, :-1])
             layer.bias.copy_(w[:, -1])
@@ -205,7 +186,8 @@ class EDESClassifier(ClassifierMixin, BaseEstimator):
                 rec["val_loss"] = float(F.cross_entropy(torch.from_numpy(np.log(self._proba_images(x[va]) + 1e-12)),
                                                         t[va], reduction="mean"))
             if eval_set is not None:
-                rec["eval_auc"] = macro_auc(eval_set[1], self._proba_images(torch.as_tensor(eval_set[0])), self.classes_)
+                rec["eval_auc"] = macro_auc(eval_set[1], self._proba_images(torch.as_tensor(eval_set[0])), self.classes_,
+                                           absent="skip")
             self.history_.append(rec)
             score = rec.get("val_loss", rec["train_loss"])
             if score < best - 1e-6:
@@ -323,4 +305,4 @@ def _adam_loop(z: torch.Tensor, t: torch.Tensor, n_classes: int, wb: torch.Tenso
     return best_w, history, best_epoch
 
 
-__all__ = ["EDESClassifier", "group_split", "macro_auc"]
+__all__ = ["EDESClassifier", "group_split"]

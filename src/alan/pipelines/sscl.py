@@ -33,7 +33,7 @@ import json
 import logging
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -46,7 +46,8 @@ from torch.utils.data import DataLoader
 
 from alan.artifacts import atomic_write_json, atomic_write_text, load_artifact, save_artifact
 from alan.data.cmr import CMRSlices, FrameDataset, GroundTruthMasks, MaskSource, load_cine_frames, load_slices
-from alan.downstream.classifier import EDESClassifier, macro_auc
+from alan.downstream.classifier import EDESClassifier
+from alan.metrics import macro_auc
 from alan.errors import AlanError, ArtifactError, DataError
 from alan.models.encoders import Encoder, create_encoder, encoder_from_artifact, fits, read_state_dict
 from alan.models.simclr import SimCLR
@@ -260,7 +261,7 @@ def aggregate(proba: np.ndarray, y: np.ndarray, groups: np.ndarray, level: str) 
 def score(clf: EDESClassifier, feats: np.ndarray, y: np.ndarray, groups: np.ndarray, level: str) -> float:
     proba = clf.predict_proba_features(feats)
     yy, pp = aggregate(proba, y, groups, level)
-    return macro_auc(yy, pp, clf.classes_)
+    return macro_auc(yy, pp, clf.classes_, absent="skip")
 
 
 def select_hyperparameters(feats: np.ndarray, y: np.ndarray, groups: np.ndarray, base: EDESClassifier,
@@ -526,11 +527,11 @@ def _evaluate(encoder: Encoder, data: CMRSlices, ext: CMRSlices | None, inp: str
             proba_ext = clf.predict_proba_features(feats_ext) if feats_ext is not None else None
         hypers.append(hp)
         yy, pp = aggregate(proba, y[te], groups[te], cfg.level)
-        per_seed.append(macro_auc(yy, pp, clf.classes_))
-        per_seed_slice.append(macro_auc(y[te], proba, clf.classes_))
+        per_seed.append(macro_auc(yy, pp, clf.classes_, absent="skip"))
+        per_seed_slice.append(macro_auc(y[te], proba, clf.classes_, absent="skip"))
         if proba_ext is not None:
             ye, pe = aggregate(proba_ext, y_ext, g_ext, cfg.level)
-            ext_scores.append(macro_auc(ye, pe, clf.classes_))
+            ext_scores.append(macro_auc(ye, pe, clf.classes_, absent="skip"))
         if i == 0:
             curve = {"train_loss": [h["train_loss"] for h in clf.history_],
                      "val_loss": [h.get("val_loss") for h in clf.history_],
