@@ -8,7 +8,8 @@ from pathlib import Path
 
 import typer
 
-from alan.cli._options import parse_devices, select_records
+from alan.cli._options import (Accelerator, Devices, NumNodes, NumWorkers, Resume, Seed, ShowProgress, Strategy,
+                                Tensorboard, run_options, select_records)
 
 dino_app = typer.Typer(help="DINO self-supervised backbone training (ALAN, METHODS A1).", no_args_is_help=True)
 
@@ -43,24 +44,23 @@ def train(
     window: int = typer.Option(16, "--window", help="Shuffle window in records (the per-worker video caches hold 2x this)."),
     stats_records: int = typer.Option(None, "--stats-records", help="Compute mean/std on this many evenly spaced records (default: all)."),
     limit: int = typer.Option(None, "--limit", help="Use at most this many records (quick runs)."),
-    accelerator: str = typer.Option("auto", "--accelerator"),
-    devices: str = typer.Option("auto", "--devices"),
-    num_nodes: int = typer.Option(1, "--num-nodes"),
-    strategy: str = typer.Option("auto", "--strategy", help="e.g. ddp; torchrun and SLURM launches are picked up by Lightning."),
+    accelerator: Accelerator = "auto",
+    devices: Devices = "auto",
+    num_nodes: NumNodes = 1,
+    strategy: Strategy = "auto",
     precision: str = typer.Option("32-true", "--precision", help="Lightning precision (the paper: no fp16)."),
-    num_workers: int = typer.Option(0, "--num-workers", help="DataLoader worker processes (decoding)."),
-    seed: int = typer.Option(0, "--seed"),
+    num_workers: NumWorkers = 0,
+    seed: Seed = 0,
     checkpoint_every: int = typer.Option(50, "--checkpoint-every", help="Save checkpoints/last.ckpt every N steps."),
-    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/last.ckpt if present."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
-    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard logs."),
+    resume: Resume = False,
+    progress: ShowProgress = True,
+    tensorboard: Tensorboard = False,
     log_every: int = typer.Option(10, "--log-every", help="Log metrics every N steps."),
 ) -> None:
     """Train DINO on all frames of the chosen split and lock the teacher as OUT/backbone."""
     from alan.errors import DataError
     from alan.models.backbones import arch_spec, load_backbone
     from alan.models.dino import DINOConfig, train_dino
-    from alan.training import RunOptions
 
     arch_spec(arch)
     records, formats = [], []
@@ -73,11 +73,10 @@ def train(
                         teacher_temp=teacher_temp, warmup_teacher_temp=warmup_teacher_temp,
                         warmup_teacher_temp_epochs=warmup_teacher_temp_epochs,
                         momentum_teacher=momentum_teacher, drop_path=drop_path)
-    opts = RunOptions(max_epochs=epochs, max_steps=max_steps, batch_size=batch_size, precision=precision,
-                      accelerator=accelerator, devices=parse_devices(devices), num_nodes=num_nodes, strategy=strategy,
-                      num_workers=num_workers, seed=seed, resume=resume, progress=progress,
-                      loggers=("csv", "tensorboard") if tensorboard else ("csv",), log_every_n_steps=log_every,
-                      checkpoint_every_n_steps=checkpoint_every)
+    opts = run_options(max_epochs=epochs, max_steps=max_steps, batch_size=batch_size, precision=precision,
+                       accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
+                       num_workers=num_workers, seed=seed, resume=resume, progress=progress, tensorboard=tensorboard,
+                       log_every_n_steps=log_every, checkpoint_every_n_steps=checkpoint_every)
     init_bb = load_backbone(init) if init is not None else None
     if init_bb is not None and init_bb.config.arch != arch:
         raise DataError(init, f"--init backbone is {init_bb.config.arch}, not {arch}")

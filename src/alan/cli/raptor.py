@@ -7,7 +7,8 @@ from pathlib import Path
 
 import typer
 
-from alan.cli._options import parse_devices, select_records
+from alan.cli._options import (Accelerator, Devices, NumNodes, NumWorkers, Resume, Seed, ShowProgress, Strategy,
+                                Tensorboard, run_options, select_records)
 
 raptor_app = typer.Typer(help="RAPTOR parcellation head on a locked backbone (ALAN).", no_args_is_help=True)
 
@@ -50,28 +51,26 @@ def train(
     cache_budget_gb: float = typer.Option(None, "--cache-budget-gb", help="Memory budget for --cache auto (default: half the available memory)."),
     standardize_tokens: bool = typer.Option(False, "--standardize-tokens", help="Standardise tokens per channel (training-set mean/std)."),
     limit: int = typer.Option(None, "--limit", help="Use at most this many records (quick runs)."),
-    accelerator: str = typer.Option("auto", "--accelerator"),
-    devices: str = typer.Option("auto", "--devices"),
-    num_nodes: int = typer.Option(1, "--num-nodes"),
-    strategy: str = typer.Option("auto", "--strategy"),
+    accelerator: Accelerator = "auto",
+    devices: Devices = "auto",
+    num_nodes: NumNodes = 1,
+    strategy: Strategy = "auto",
     precision: str = typer.Option("32-true", "--precision"),
-    num_workers: int = typer.Option(0, "--num-workers", help="DataLoader worker processes."),
-    seed: int = typer.Option(0, "--seed"),
-    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/last.ckpt if present."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
-    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard logs."),
+    num_workers: NumWorkers = 0,
+    seed: Seed = 0,
+    resume: Resume = False,
+    progress: ShowProgress = True,
+    tensorboard: Tensorboard = False,
 ) -> None:
     """Train RAPTOR with the STRAPTOR loss: clips of 16 frames (period 2), Adam, frozen backbone."""
     from alan.models.backbones import load_backbone
     from alan.models.raptor_module import train_raptor
-    from alan.training import RunOptions
 
     bb = load_backbone(backbone)
     dataset, records = select_records(data, format, split, limit)
-    opts = RunOptions(max_epochs=epochs, max_steps=max_steps, batch_size=batch_size, precision=precision,
-                      accelerator=accelerator, devices=parse_devices(devices), num_nodes=num_nodes, strategy=strategy,
-                      num_workers=num_workers, seed=seed, resume=resume, progress=progress,
-                      loggers=("csv", "tensorboard") if tensorboard else ("csv",))
+    opts = run_options(max_epochs=epochs, max_steps=max_steps, batch_size=batch_size, precision=precision,
+                       accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
+                       num_workers=num_workers, seed=seed, resume=resume, progress=progress, tensorboard=tensorboard)
     budget = None if cache_budget_gb is None else int(cache_budget_gb * 2**30)
     head = train_raptor(bb, records, out, n_parcels=k, loss=preset.value, length=length, period=period,
                         short=short.value, lr=lr, cache=cache.value, cache_budget=budget,

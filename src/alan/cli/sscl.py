@@ -9,7 +9,8 @@ from pathlib import Path
 
 import typer
 
-from alan.cli._options import parse_devices, select_records
+from alan.cli._options import (Accelerator, Devices, NumNodes, NumWorkers, Resume, Seed, ShowProgress, Strategy,
+                                Tensorboard, run_options, select_records)
 
 sscl_app = typer.Typer(help="SSCL with anatomic priors: SimCLR pre-training and the paper's grid.",
                        no_args_is_help=True)
@@ -43,12 +44,9 @@ class Level(str, Enum):
 
 def _run_options(epochs, batch_size, accelerator, devices, num_nodes, strategy, precision, num_workers, seed, resume,
                  progress, tensorboard):
-    from alan.training import RunOptions
-
-    return RunOptions(max_epochs=epochs, batch_size=batch_size, precision=precision, accelerator=accelerator,
-                      devices=parse_devices(devices), num_nodes=num_nodes, strategy=strategy, num_workers=num_workers,
-                      seed=seed, resume=resume, progress=progress,
-                      loggers=("csv", "tensorboard") if tensorboard else ("csv",))
+    return run_options(max_epochs=epochs, batch_size=batch_size, precision=precision, accelerator=accelerator,
+                       devices=devices, num_nodes=num_nodes, strategy=strategy, num_workers=num_workers, seed=seed,
+                       resume=resume, progress=progress, tensorboard=tensorboard)
 
 
 _MASK_HELP = "Heart masks: gt (the dataset's LV+MYO+RV) or alan (parcel-to-segment on a locked backbone + head)."
@@ -75,16 +73,16 @@ def pretrain_cmd(
     temperature: float = typer.Option(0.1, "--temperature", help="NT-Xent temperature (paper: 0.1)."),
     patience: int = typer.Option(10, "--patience", help="Early-stopping patience in epochs."),
     val_fraction: float = typer.Option(0.1, "--val-fraction", help="Patients held out for early stopping."),
-    accelerator: str = typer.Option("auto", "--accelerator"),
-    devices: str = typer.Option("auto", "--devices"),
-    num_nodes: int = typer.Option(1, "--num-nodes"),
-    strategy: str = typer.Option("auto", "--strategy"),
+    accelerator: Accelerator = "auto",
+    devices: Devices = "auto",
+    num_nodes: NumNodes = 1,
+    strategy: Strategy = "auto",
     precision: str = typer.Option("32-true", "--precision"),
-    num_workers: int = typer.Option(0, "--num-workers", help="DataLoader worker processes."),
-    seed: int = typer.Option(0, "--seed"),
-    resume: bool = typer.Option(False, "--resume", help="Continue from OUT/checkpoints/last.ckpt if present."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar."),
-    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard logs."),
+    num_workers: NumWorkers = 0,
+    seed: Seed = 0,
+    resume: Resume = False,
+    progress: ShowProgress = True,
+    tensorboard: Tensorboard = False,
 ) -> None:
     """SimCLR pre-training of one encoder; writes a locked encoder artifact (safetensors + JSON with hash)."""
     from alan.pipelines.sscl import PretrainConfig, make_mask_source, pretrain, pretrain_images
@@ -131,16 +129,16 @@ def grid_cmd(
     pretrain_batch_size: int = typer.Option(64, "--pretrain-batch-size", help="SimCLR batch (paper: 64-256)."),
     pretrain_lr: float = typer.Option(None, "--pretrain-lr", help="SimCLR lr (paper 1e-4; tiny preset 1e-3)."),
     no_reuse: bool = typer.Option(False, "--no-reuse", help="Pre-train again even if OUT/encoders/ has a match."),
-    accelerator: str = typer.Option("auto", "--accelerator"),
-    devices: str = typer.Option("auto", "--devices"),
-    num_nodes: int = typer.Option(1, "--num-nodes"),
-    strategy: str = typer.Option("auto", "--strategy"),
+    accelerator: Accelerator = "auto",
+    devices: Devices = "auto",
+    num_nodes: NumNodes = 1,
+    strategy: Strategy = "auto",
     precision: str = typer.Option("32-true", "--precision"),
-    num_workers: int = typer.Option(0, "--num-workers", help="DataLoader worker processes."),
+    num_workers: NumWorkers = 0,
     seed: int = typer.Option(0, "--seed", help="Seed of pre-training and of the random ('none') encoders."),
     resume: bool = typer.Option(False, "--resume", help="Resume interrupted SimCLR runs from their last.ckpt."),
-    progress: bool = typer.Option(True, "--progress/--no-progress", help="Show progress bars."),
-    tensorboard: bool = typer.Option(False, "--tensorboard", help="Also write TensorBoard logs."),
+    progress: ShowProgress = True,
+    tensorboard: Tensorboard = False,
 ) -> None:
     """The paper's grid: pre-training {none, ImageNet, SSCL-full, SSCL-segmented} x input {full, segmented}."""
     from alan.data import open_dataset
