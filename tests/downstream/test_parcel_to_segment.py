@@ -372,6 +372,18 @@ def test_class_set_oracle_matches_brute_force_and_dice():
     assert p2s.class_set_oracle(q, t) == ([1, 2], pytest.approx(5 / 6))
 
 
+def test_fit_keeps_the_best_class_set_and_with_interior_swaps_only_the_set():
+    parcels = blobby(8, size=48, k=10, low=6, seed=4)
+    masks = np.stack([ellipse(48, 48, 24, 24, 14, 10)] * 8)
+    model = ParcelToSegment(n_parcels=10).fit(parcels, masks)
+    assert model.best_class_set_ == p2s.class_set_oracle(parcels, masks)[0]
+    alt = model.with_interior(model.best_class_set_)
+    assert alt.interior_parcels_ == model.best_class_set_ and alt.get_params() == model.get_params()
+    assert model.interior_parcels_ == [int(i) for i in np.flatnonzero(model.stats_["identified"])]  # untouched
+    plain = ParcelToSegment(n_parcels=10, **OFF).fit(parcels, masks).with_interior(model.best_class_set_)
+    np.testing.assert_array_equal(plain.predict(parcels), np.isin(parcels, model.best_class_set_))
+
+
 # ---------------------------------------------------------------- JSON and provenance
 def small_fit(**params):
     parcels = blobby(8, size=48, k=10, low=6, seed=4)

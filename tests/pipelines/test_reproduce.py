@@ -38,6 +38,9 @@ def test_reproduce_alan_on_phantoms(phantoms, tmp_path):
     parts = [seg["by_dataset"][f]["dice"]["LV"]["ED"] for f in ("echonet", "camus")]
     pooled = sum(p["mean"] * p["n"] for p in parts) / sum(p["n"] for p in parts)
     assert seg["LV"]["ED"]["dice_mean"] == pytest.approx(pooled)
+    # the best class set of the fitting split, scored on test, is reported beside the region oracle
+    cs = seg["by_dataset"]["camus"]["class_set_oracle"]
+    assert set(cs) == {"LV", "LA"} and all(0.0 <= v <= 1.0 for t in cs.values() for v in t.values())
     views = results["views"]
     assert views["k"] == 10 and set(views["classes"]) == {"A2C", "A4C", "PLAX", "PSAX"}
     cm = np.array(views["by_k"]["10"]["confusion"])

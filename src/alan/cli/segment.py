@@ -85,14 +85,19 @@ def segmentation_table(report: dict, fmt: str) -> Table:
     from alan.pipelines.segment import PAPER_TABLE2
 
     table = Table(title=f"DICE [%] on {fmt} ({report['n_frames']} frames)")
-    for col in ("target", "phase", "ours mean ± std", "n", "oracle (best parcel union)", "paper (echo DINO, K=64)"):
+    class_set = report.get("class_set_oracle")  # only when the model was fitted in this run
+    cols = ["target", "phase", "ours mean ± std", "n", "oracle (best union of the frame's regions)"]
+    cols += ["best class set (fitted on the fitting set)"] if class_set else []
+    for col in [*cols, "paper (echo DINO, K=64)"]:
         table.add_column(col, justify="right" if col != "target" else "left")
+    pct = lambda v: "" if v is None else f"{v * 100:.2f}"  # noqa: E731
     for target, phases in report["dice"].items():
         for phase, s in phases.items():
             paper = PAPER_TABLE2.get(fmt, {}).get(target, {}).get(phase)
-            oracle = report.get("oracle", {}).get(target, {}).get(phase)
-            table.add_row(target, phase, f"{s['mean'] * 100:.2f} ± {s['std'] * 100:.2f}", str(s["n"]),
-                          "" if oracle is None else f"{oracle * 100:.2f}", "" if paper is None else f"{paper:.2f}")
+            row = [target, phase, f"{s['mean'] * 100:.2f} ± {s['std'] * 100:.2f}", str(s["n"]),
+                   pct(report.get("oracle", {}).get(target, {}).get(phase))]
+            row += [pct(class_set.get(target, {}).get(phase))] if class_set else []
+            table.add_row(*row, "" if paper is None else f"{paper:.2f}")
     return table
 
 

@@ -24,6 +24,7 @@ bincount statistics); the snake is skimage's and runs per frame.
 
 from __future__ import annotations
 
+import copy
 import json
 import math
 from collections.abc import Iterator, Mapping
@@ -159,8 +160,17 @@ class ParcelToSegment(BaseEstimator):
             "identified": identified,
         }
         self.provenance_ = dict(provenance or {})
+        # diagnostic, not saved to JSON: what the best possible K booleans would be on this fitting set
+        self.best_class_set_ = class_set_oracle(parcels, masks)[0]
         self._path: Path | None = None
         return self
+
+    def with_interior(self, classes: Any) -> ParcelToSegment:
+        """A copy of this fitted model whose interior parcels are `classes` (same post-processing)."""
+        check_is_fitted(self, "interior_")
+        other = copy.deepcopy(self)
+        other.interior_ = np.isin(np.arange(self.n_parcels_), np.asarray(classes, dtype=np.int64))
+        return other
 
     @property
     def interior_parcels_(self) -> list[int]:

@@ -137,6 +137,7 @@ class SegmentationResult:
     pred: np.ndarray
     truth: np.ndarray
     ef: dict[str, Any] | None = None
+    class_set_dice: np.ndarray | None = None  # the fitting set's best class set, same post-processing
 
     def summary(self) -> dict[str, dict[str, float]]:
         return {p: dice_summary(self.dice[np.asarray(self.phases) == p]) for p in PHASES}
@@ -158,6 +159,10 @@ def evaluate_segmenter(model: ParcelToSegment, parcellator: Parcellator, records
                                 masks_to_work(frames.masks, parcellator.work_size))
     if model.target == "LV":
         result.ef = ef_errors(frames, native)
+    best = getattr(model, "best_class_set_", None)  # set by fit(), not kept in the JSON file
+    if best is not None:
+        alt = masks_to_native(model.with_interior(best).predict(parcels), [m.shape for m in frames.masks])
+        result.class_set_dice = np.array([dice(p, t) for p, t in zip(alt, frames.masks)])
     return result
 
 
@@ -231,6 +236,9 @@ def segmentation_report(results: dict[str, SegmentationResult], fmt: str, figure
         oracle = oracle_dice(res.parcels, res.truth)
         phases = np.asarray(res.phases)
         report["oracle"][target] = {p: float(oracle[phases == p].mean()) for p in PHASES if (phases == p).any()}
+        if res.class_set_dice is not None:
+            report.setdefault("class_set_oracle", {})[target] = {
+                p: float(res.class_set_dice[phases == p].mean()) for p in PHASES if (phases == p).any()}
         report["n_frames"] += len(res.dice)
         if res.ef is not None:
             report["ef"] = res.ef
