@@ -151,3 +151,22 @@ def test_train_raptor_trains_only_the_head_and_records_the_backbone(tmp_path):
     head3 = train_raptor(bb, _records(), tmp_path / "run", n_parcels=6, opts=opts3, cache="off")
     assert head3.hash != head.hash
     torch.testing.assert_close(head3.token_mean, loaded.token_mean)  # standardisation restored, not recomputed
+
+
+def test_train_raptor_is_a_function_of_its_seed_not_of_the_process_rng(tmp_path):
+    from alan.models.backbones import create_backbone
+    from alan.models.raptor_module import train_raptor
+    from alan.training import RunOptions
+
+    torch.manual_seed(0)
+    bb = create_backbone("vit_micro_p8_64")
+    opts = RunOptions(max_epochs=1, batch_size=2, progress=False, seed=3)
+    heads = []
+    for run, burn in (("a", 0), ("b", 1000)):
+        torch.rand(burn)  # whatever ran before in the process must not change the result
+        heads.append(train_raptor(bb, _records(), tmp_path / run, n_parcels=6, opts=opts))
+    for p, q in zip(heads[0].parameters(), heads[1].parameters()):
+        torch.testing.assert_close(p, q, rtol=0, atol=0)
+    other = train_raptor(bb, _records(), tmp_path / "c", n_parcels=6, opts=RunOptions(max_epochs=1, batch_size=2,
+                                                                                      progress=False, seed=4))
+    assert not all(torch.equal(p, q) for p, q in zip(heads[0].parameters(), other.parameters()))

@@ -222,6 +222,7 @@ def train_raptor(backbone: Any, records: list[Record], out_dir: str | Path, *, n
     if mode != "off":
         token_cache = TokenCache(dataset.n_frames, n_tokens, dim, out_dir / "token_cache.f16" if mode == "disk" else None)
         dataset.skip_frames = token_cache.has
+    L.seed_everything(opts.seed, verbose=False)  # the head's init must not depend on what ran before in the process
     head = RaptorHead(dim, n_parcels, dropout)
     module = RaptorModule(backbone, head, StraptorLoss(cfg), lr=lr, cache=token_cache)
     loader = DataLoader(dataset, batch_size=opts.batch_size, shuffle=True, num_workers=opts.num_workers,

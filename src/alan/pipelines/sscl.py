@@ -150,6 +150,7 @@ def pretrain(images: np.ndarray, groups: Sequence[Any], cfg: PretrainConfig, opt
     train, val = images[~is_val], images[is_val]
     bs = max(2, min(opts.batch_size, len(train)))
     encoder = create_encoder(cfg.arch, img_size=cfg.img_size, seed=opts.seed)
+    torch.manual_seed(opts.seed)  # the projection head's init must not depend on what ran before in the process
     module = SimCLR(encoder, SimCLRViews(**cfg.views), lr=cfg.lr, temperature=cfg.temperature, out_dim=cfg.out_dim)
     epochs = _EpochLog()
     gen = torch.Generator().manual_seed(opts.seed)
