@@ -137,7 +137,7 @@ class SegmentationResult:
     pred: np.ndarray
     truth: np.ndarray
     ef: dict[str, Any] | None = None
-    class_set_dice: np.ndarray | None = None  # the fitting set's best class set, same post-processing
+    class_set_dice: np.ndarray | None = None  # plain union of the fitting set's best class set
 
     def summary(self) -> dict[str, dict[str, float]]:
         return {p: dice_summary(self.dice[np.asarray(self.phases) == p]) for p in PHASES}
@@ -161,7 +161,7 @@ def evaluate_segmenter(model: ParcelToSegment, parcellator: Parcellator, records
         result.ef = ef_errors(frames, native)
     best = getattr(model, "best_class_set_", None)  # set by fit(), not kept in the JSON file
     if best is not None:
-        alt = masks_to_native(model.with_interior(best).predict(parcels), [m.shape for m in frames.masks])
+        alt = masks_to_native(np.isin(parcels, best), [m.shape for m in frames.masks])
         result.class_set_dice = np.array([dice(p, t) for p, t in zip(alt, frames.masks)])
     return result
 
