@@ -7,8 +7,8 @@ from pathlib import Path
 
 import typer
 
-from alan.cli._options import (Accelerator, Devices, NumNodes, NumWorkers, Resume, Seed, ShowProgress, Strategy,
-                                Tensorboard, run_options, select_records)
+from alan.cli._options import (Accelerator, Devices, NumNodes, NumWorkers, Precision, Resume, Seed, ShowProgress,
+                                Strategy, Tensorboard, run_options, select_records)
 
 raptor_app = typer.Typer(help="RAPTOR parcellation head on a locked backbone (ALAN).", no_args_is_help=True)
 
@@ -55,7 +55,7 @@ def train(
     devices: Devices = "auto",
     num_nodes: NumNodes = 1,
     strategy: Strategy = "auto",
-    precision: str = typer.Option("32-true", "--precision"),
+    precision: Precision = "32-true",
     num_workers: NumWorkers = 0,
     seed: Seed = 0,
     resume: Resume = False,

@@ -9,8 +9,8 @@ from pathlib import Path
 
 import typer
 
-from alan.cli._options import (Accelerator, Devices, NumNodes, NumWorkers, Resume, Seed, ShowProgress, Strategy,
-                                Tensorboard, run_options, select_records)
+from alan.cli._options import (Accelerator, Devices, NumNodes, NumWorkers, Precision, Resume, Seed, ShowProgress,
+                                Strategy, Tensorboard, run_options, select_records)
 
 sscl_app = typer.Typer(help="SSCL with anatomic priors: SimCLR pre-training and the paper's grid.",
                        no_args_is_help=True)
@@ -77,7 +77,7 @@ def pretrain_cmd(
     devices: Devices = "auto",
     num_nodes: NumNodes = 1,
     strategy: Strategy = "auto",
-    precision: str = typer.Option("32-true", "--precision"),
+    precision: Precision = "32-true",
     num_workers: NumWorkers = 0,
     seed: Seed = 0,
     resume: Resume = False,
@@ -133,7 +133,7 @@ def grid_cmd(
     devices: Devices = "auto",
     num_nodes: NumNodes = 1,
     strategy: Strategy = "auto",
-    precision: str = typer.Option("32-true", "--precision"),
+    precision: Precision = "32-true",
     num_workers: NumWorkers = 0,
     seed: int = typer.Option(0, "--seed", help="Seed of pre-training and of the random ('none') encoders."),
     resume: bool = typer.Option(False, "--resume", help="Resume interrupted SimCLR runs from their last.ckpt."),
