@@ -153,7 +153,8 @@ def evaluate_segmenter(model: ParcelToSegment, parcellator: Parcellator, records
     images = to_work(frames.images, parcellator.work_size)
     parcels = parcellator(images)
     pred = model.predict(parcels)
-    native = masks_to_native(pred, [m.shape for m in frames.masks])
+    shapes = [m.shape for m in frames.masks]
+    native = masks_to_native(pred, shapes)
     scores = np.array([dice(p, t) for p, t in zip(native, frames.masks)])
     result = SegmentationResult(model.target, frames.record_ids, frames.phases, scores, images, parcels, pred,
                                 masks_to_work(frames.masks, parcellator.work_size))
@@ -161,7 +162,7 @@ def evaluate_segmenter(model: ParcelToSegment, parcellator: Parcellator, records
         result.ef = ef_errors(frames, native)
     best = getattr(model, "best_class_set_", None)  # set by fit(), not kept in the JSON file
     if best is not None:
-        alt = masks_to_native(np.isin(parcels, best), [m.shape for m in frames.masks])
+        alt = masks_to_native(np.isin(parcels, best), shapes)
         result.class_set_dice = np.array([dice(p, t) for p, t in zip(alt, frames.masks)])
     return result
 
@@ -224,6 +225,11 @@ def oracle_dice(parcels: np.ndarray, truth: np.ndarray) -> np.ndarray:
     return np.atleast_1d(dice(region_oracle(parcels, truth), truth))
 
 
+def _phase_means(values: np.ndarray, phases: np.ndarray) -> dict[str, float]:
+    """Mean of per-frame `values` for each phase that has frames."""
+    return {p: float(values[phases == p].mean()) for p in PHASES if (phases == p).any()}
+
+
 def segmentation_report(results: dict[str, SegmentationResult], fmt: str, figures: Any = None) -> dict[str, Any]:
     """JSON-ready summary of evaluations per target (+ optional figures: histogram, best/worst)."""
     from pathlib import Path
@@ -235,10 +241,9 @@ def segmentation_report(results: dict[str, SegmentationResult], fmt: str, figure
         report["dice"][target] = res.summary()
         oracle = oracle_dice(res.parcels, res.truth)
         phases = np.asarray(res.phases)
-        report["oracle"][target] = {p: float(oracle[phases == p].mean()) for p in PHASES if (phases == p).any()}
+        report["oracle"][target] = _phase_means(oracle, phases)
         if res.class_set_dice is not None:
-            report.setdefault("class_set_oracle", {})[target] = {
-                p: float(res.class_set_dice[phases == p].mean()) for p in PHASES if (phases == p).any()}
+            report.setdefault("class_set_oracle", {})[target] = _phase_means(res.class_set_dice, phases)
         report["n_frames"] += len(res.dice)
         if res.ef is not None:
             report["ef"] = res.ef
