@@ -40,38 +40,157 @@ def content_hash(tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> st
     return h.hexdigest()[:16]
 
 
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write `text` to `path` via a temporary file in the same folder and a rename."""
+MARKER = ".alan-output.json"
+"""Hidden file in every folder alan writes atomically: {"kind": ..., "complete": ...}."""
+
+
+def _umask() -> int:
+    mask = os.umask(0)
+    os.umask(mask)
+    return mask
+
+
+def follow_umask(path: Path, folder: bool = False) -> None:
+    """Give a file or folder made by mkstemp/mkdtemp (0600/0700) the mode an ordinary write gets."""
+    os.chmod(path, (0o777 if folder else 0o666) & ~_umask())
+
+
+def output_kind(path: str | Path) -> str | None:
+    """The kind of alan output at `path` (a folder with the marker, or an artifact's config.json), else None."""
     path = Path(path)
+    for name in (MARKER, CONFIG):
+        f = path / name
+        if f.is_file():
+            try:
+                kind = json.loads(f.read_text()).get("kind")
+            except (OSError, ValueError, AttributeError):
+                return None
+            return kind if isinstance(kind, str) else None
+    return None
+
+
+def check_output_dir(out: str | Path, kind: str) -> None:
+    """Refuse an output folder path that holds anything but an earlier alan output of `kind`.
+
+    Allowed: a path that does not exist, an empty folder, or an earlier output of the same kind
+    (which is then replaced). Everything else (a file, a folder of other things, another kind of
+    alan output, the current folder or one of its parents) raises ArtifactError before any work.
+    """
+    out = Path(out)
+    if not out.exists() and not out.is_symlink():
+        return
+    if out.is_symlink() or not out.is_dir():
+        raise ArtifactError(f"{out}: exists and is not a folder; refusing to replace it (choose another output path)")
+    resolved, here = out.resolve(), Path.cwd().resolve()
+    if resolved == here or resolved in here.parents:
+        raise ArtifactError(f"{out}: is the current folder or one of its parents; choose another output path")
+    if not any(out.iterdir()):
+        return
+    found = output_kind(out)
+    if found is None:
+        raise ArtifactError(f"{out}: exists and is not an alan output; refusing to replace it (choose another output path)")
+    if found != kind:
+        raise ArtifactError(f"{out}: is an alan {found!r} output, not {kind!r}; refusing to replace it")
+
+
+def check_output_file(path: str | Path) -> None:
+    """Refuse an output file path that is a folder or whose parent is not a writable folder."""
+    path = Path(path)
+    if path.is_dir():
+        raise ArtifactError(f"{path}: is a folder; expected a file path")
+    parent = path.parent
+    while not parent.exists():
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ArtifactError(f"{path}: cannot write under {parent} (not a writable folder)")
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file in the same folder and a rename (umask respected)."""
+    path = Path(path)
+    check_output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     try:
-        with os.fdopen(fd, "w") as f:
-            f.write(text)
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        follow_umask(Path(tmp))
         os.replace(tmp, path)
     except BaseException:
         Path(tmp).unlink(missing_ok=True)
         raise
 
 
+def atomic_write_text(path: str | Path, text: str) -> None:
+    """Write `text` to `path` via a temporary file in the same folder and a rename."""
+    atomic_write_bytes(path, text.encode())
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str) + "\n")
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str, allow_nan=False) + "\n")
+
+
+def _pid_alive(pid: Any) -> bool:
+    if not isinstance(pid, int) or pid <= 0:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def clean_stale_temporaries(out: str | Path) -> list[Path]:
+    """Remove temporary siblings of `out` left by a killed alan run (marker present, writer gone)."""
+    out = Path(out)
+    removed = []
+    if not out.parent.is_dir():
+        return removed
+    for p in out.parent.glob(f".{out.name}.tmp-*"):
+        marker = p / MARKER
+        try:
+            info = json.loads(marker.read_text())
+        except (OSError, ValueError):
+            continue
+        if isinstance(info, dict) and not info.get("complete") and not _pid_alive(info.get("pid")):
+            shutil.rmtree(p, ignore_errors=True)
+            removed.append(p)
+    return removed
 
 
 @contextmanager
-def atomic_dir(out: str | Path) -> Iterator[Path]:
+def atomic_dir(out: str | Path, kind: str) -> Iterator[Path]:
     """Yield a temporary sibling folder of `out`; when the block succeeds it replaces `out`
-    (renames only), when it fails it is removed and `out` is left as it was."""
+    (renames only), when it fails it is removed and `out` is left as it was.
+
+    `out` must be absent, empty, or an earlier alan output of the same `kind` (see
+    `check_output_dir`); nothing else is ever moved or removed. The folder gets a hidden
+    marker naming its kind, so a later run knows it may replace it.
+    """
     out = Path(out)
+    check_output_dir(out, kind)
     out.parent.mkdir(parents=True, exist_ok=True)
+    clean_stale_temporaries(out)
     tmp = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.tmp-"))
+    follow_umask(tmp, folder=True)
+    (tmp / MARKER).write_text(json.dumps({"kind": kind, "complete": False, "pid": os.getpid()}) + "\n")
     try:
         yield tmp
+        (tmp / MARKER).write_text(json.dumps({"kind": kind, "complete": True}) + "\n")
+        check_output_dir(out, kind)  # the path may have changed while we worked
         if out.exists():
-            old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
-            os.replace(out, old / "x")
-            os.replace(tmp, out)
-            shutil.rmtree(old, ignore_errors=True)
+            if not any(out.iterdir()):
+                out.rmdir()
+                os.replace(tmp, out)
+            else:
+                old = Path(tempfile.mkdtemp(dir=out.parent, prefix=f".{out.name}.old-"))
+                os.replace(out, old / "x")
+                os.replace(tmp, out)
+                shutil.rmtree(old, ignore_errors=True)
         else:
             os.replace(tmp, out)
     except BaseException:
@@ -85,7 +204,10 @@ def save_artifact(out_dir: str | Path, tensors: dict[str, torch.Tensor], config:
     tensors = {k: v.detach().cpu().contiguous() for k, v in tensors.items()}
     config = dict(config)
     config["hash"] = content_hash(tensors, config)
-    with atomic_dir(out_dir) as tmp:
+    kind = config.get("kind")
+    if not isinstance(kind, str):
+        raise ValueError("an artifact's config needs a 'kind'")
+    with atomic_dir(out_dir, kind) as tmp:
         save_file(tensors, str(tmp / WEIGHTS))
         (tmp / CONFIG).write_text(json.dumps(config, indent=2, default=str) + "\n")
     return config["hash"]

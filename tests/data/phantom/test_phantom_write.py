@@ -47,15 +47,20 @@ def test_same_seed_same_bytes_whatever_the_workers(tmp_path, written):
     assert _digest(other) != _digest(written["tmed2"])
 
 
-def test_refuses_non_empty_out_unless_forced(tmp_path):
+def test_refuses_non_empty_out_and_force_replaces_only_a_phantom(tmp_path):
     out = tmp_path / "keep"
     out.mkdir()
     (out / "mine.txt").write_text("precious")
     with pytest.raises(DataError, match="not empty"):
         synthesize("tmed2", out, size="small")
-    assert (out / "mine.txt").read_text() == "precious"
-    synthesize("tmed2", out, size="small", force=True)
-    assert not (out / "mine.txt").exists() and (out / "labels_per_image.csv").is_file()
+    with pytest.raises(DataError, match="not an alan output"):
+        synthesize("tmed2", out, size="small", force=True)
+    assert sorted(p.name for p in out.iterdir()) == ["mine.txt"] and (out / "mine.txt").read_text() == "precious"
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["keep"]
+    again = tmp_path / "again"
+    synthesize("tmed2", again, size="small", seed=1)
+    synthesize("tmed2", again, size="small", seed=2, force=True)
+    assert read_manifest(again)["seed"] == 2
     # An empty folder is fine without --force.
     empty = tmp_path / "empty"
     empty.mkdir()

@@ -30,8 +30,10 @@ from alan.data.phantom.echo import (
 )
 from alan.data.phantom.shapes import biplane_volume
 from alan.data.phantom.sizes import preset
-from alan.artifacts import atomic_dir
-from alan.errors import DataError
+from alan.artifacts import MARKER, atomic_dir
+from alan.errors import ArtifactError, DataError
+
+DATASET_KIND = "phantom-dataset"
 
 Progress = Callable[[int, int], None]
 MANIFEST = "phantom.json"
@@ -45,22 +47,24 @@ CAMUS_RELEASES: tuple[str, ...] = ("nifti", "2019")
 def staging(out: str | Path, force: bool = False) -> Iterator[Path]:
     """Yield a temporary sibling folder of `out`; on success it replaces `out` atomically.
 
-    A non-empty `out` is refused unless `force`; even with `force`, the current folder, its
-    parents, the home folder and folders holding a ``.git`` are never replaced.
+    A non-empty `out` is refused unless `force`; even with `force`, only an earlier phantom
+    dataset written by alan (its hidden output marker says so) is replaced, never anything else.
     """
     out = Path(out).absolute()
-    if out.exists():
-        if not out.is_dir():
-            raise DataError(out, "exists and is not a folder")
-        if any(out.iterdir()):
-            if not force:
-                raise DataError(out, "folder exists and is not empty (use --force to replace it)")
-            here = Path.cwd().resolve()
-            resolved = out.resolve()
-            if resolved == here or resolved in here.parents or resolved == Path.home().resolve() or (out / ".git").exists():
-                raise DataError(out, "refusing to replace this folder even with --force (current folder, a parent, home, or a git checkout)")
-    with atomic_dir(out) as tmp:
-        yield tmp
+    if out.exists() and out.is_dir() and any(out.iterdir()) and not force:
+        raise DataError(out, "folder exists and is not empty (use --force to replace an earlier phantom dataset)")
+    if (out / MANIFEST).is_file() and not (out / MARKER).exists():  # written before the marker existed
+        try:
+            legacy = {"format", "seed", "size"} <= set(json.loads((out / MANIFEST).read_text()))
+        except (OSError, ValueError, TypeError):
+            legacy = False
+        if legacy:
+            (out / MARKER).write_text(json.dumps({"kind": DATASET_KIND, "complete": True}) + "\n")
+    try:
+        with atomic_dir(out, DATASET_KIND) as tmp:
+            yield tmp
+    except ArtifactError as e:
+        raise DataError(out, str(e).removeprefix(f"{out}: ")) from None
 
 
 def _top_rng(seed: int) -> np.random.Generator:
