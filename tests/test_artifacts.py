@@ -106,3 +106,14 @@ def test_outputs_follow_the_umask(tmp_path):
     assert (tmp_path / "t.txt").stat().st_mode & 0o777 == 0o644
     with pytest.raises(ArtifactError, match="is a folder"):
         atomic_write_text(tmp_path / "a", "x")
+
+
+def test_json_outputs_are_strict_json(tmp_path):
+    import numpy as np
+
+    from alan.artifacts import atomic_write_json
+
+    atomic_write_json(tmp_path / "r.json", {"a": float("nan"), "b": [1.5, float("inf")], "c": np.float64("nan"), "d": 2})
+    text = (tmp_path / "r.json").read_text()
+    assert "NaN" not in text and "Infinity" not in text
+    assert json.loads(text) == {"a": None, "b": [1.5, None], "c": None, "d": 2}

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import math
 import os
 import shutil
 import tempfile
@@ -128,8 +129,26 @@ def atomic_write_text(path: str | Path, text: str) -> None:
     atomic_write_bytes(path, text.encode())
 
 
+def finite_json(obj: Any) -> Any:
+    """`obj` with every NaN / infinite float replaced by None (JSON has no NaN)."""
+    if isinstance(obj, float):
+        return obj if math.isfinite(obj) else None
+    if isinstance(obj, dict):
+        return {k: finite_json(v) for k, v in obj.items()}
+    if isinstance(obj, (list, tuple)):
+        return [finite_json(v) for v in obj]
+    if hasattr(obj, "item") and getattr(obj, "ndim", None) == 0:  # numpy / torch scalars
+        return finite_json(obj.item())
+    return obj
+
+
+def dumps_json(obj: Any, indent: int | None = 2) -> str:
+    """Strict JSON text of `obj` (NaN / inf written as null)."""
+    return json.dumps(finite_json(obj), indent=indent, sort_keys=False, default=str, allow_nan=False)
+
+
 def atomic_write_json(path: str | Path, obj: Any) -> None:
-    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False, default=str, allow_nan=False) + "\n")
+    atomic_write_text(path, dumps_json(obj) + "\n")
 
 
 def _pid_alive(pid: Any) -> bool:
