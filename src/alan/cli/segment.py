@@ -58,8 +58,11 @@ def evaluate(
     format: str = typer.Option("auto", "--format"),
     figures: Path = typer.Option(None, "--figures", help="Folder for the DICE histogram and best/worst overlays."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+    baseline_split: str = typer.Option("val", "--baseline-split",
+                                       help="Split whose mean target mask is the constant-mask baseline shown beside "
+                                            "the model (use the split the model was fitted on; 'none' to skip)."),
 ) -> None:
-    """DICE mean +- std per phase (ED, ES), the layout of the paper's Table 2."""
+    """DICE mean +- std per phase (ED, ES), the layout of the paper's Table 2, beside the constant-mask baseline."""
     from alan.cli._options import select_records
     from alan.downstream.parcel_to_segment import ParcelToSegment
     from alan.pipelines.segment import evaluate_segmenter, segmentation_report
@@ -67,7 +70,13 @@ def evaluate(
     seg = ParcelToSegment.from_json(model)
     dataset, records = select_records(data, format, split)
     parcellator = load_parcellator(backbone, head, int(seg.provenance_.get("work_size", 112)))
-    result = evaluate_segmenter(seg, parcellator, records, progress=not as_json)
+    baseline = None
+    if baseline_split.lower() != "none":
+        from alan.pipelines.segment import fit_baseline
+
+        _, fit_records = select_records(data, format, baseline_split)
+        baseline = fit_baseline(fit_records, seg.target, parcellator.work_size)
+    result = evaluate_segmenter(seg, parcellator, records, progress=not as_json, baseline=baseline)
     report = segmentation_report({seg.target: result}, dataset.format, figures)
     if as_json:
         print(json.dumps(report, indent=2))
@@ -86,7 +95,10 @@ def segmentation_table(report: dict, fmt: str) -> Table:
 
     table = Table(title=f"DICE [%] on {fmt} ({report['n_frames']} frames)")
     class_set = report.get("class_set_oracle")  # only when the model was fitted in this run
-    cols = ["target", "phase", "ours mean ± std", "n", "oracle (best union of the frame's regions)"]
+    baseline = report.get("baseline")
+    cols = ["target", "phase", "ours mean ± std", "n"]
+    cols += ["constant mask (mean fitting mask)"] if baseline else []
+    cols += ["oracle (best union of the frame's regions)"]
     cols += ["best class set (fitted on the fitting set)"] if class_set else []
     for col in [*cols, "paper (echo DINO, K=64)"]:
         table.add_column(col, justify="right" if col != "target" else "left")
@@ -94,8 +106,9 @@ def segmentation_table(report: dict, fmt: str) -> Table:
     for target, phases in report["dice"].items():
         for phase, s in phases.items():
             paper = PAPER_TABLE2.get(fmt, {}).get(target, {}).get(phase)
-            row = [target, phase, f"{s['mean'] * 100:.2f} ± {s['std'] * 100:.2f}", str(s["n"]),
-                   pct(report.get("oracle", {}).get(target, {}).get(phase))]
+            row = [target, phase, f"{s['mean'] * 100:.2f} ± {s['std'] * 100:.2f}", str(s["n"])]
+            row += [pct(baseline.get(target, {}).get(phase))] if baseline else []
+            row += [pct(report.get("oracle", {}).get(target, {}).get(phase))]
             row += [pct(class_set.get(target, {}).get(phase))] if class_set else []
             table.add_row(*row, "" if paper is None else f"{paper:.2f}")
     return table

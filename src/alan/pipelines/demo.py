@@ -180,11 +180,12 @@ def write_report(results: dict[str, Any], path: Path) -> Path:
         for target, phases in r["dice"].items():
             for phase, s in phases.items():
                 paper = (r.get("paper") or {}).get(target, {}).get(phase)
-                rows.append([target, phase, s["mean"], s["std"], s["n"], r["oracle"][target].get(phase),
+                rows.append([target, phase, s["mean"], s["std"], s["n"],
+                             r.get("baseline", {}).get(target, {}).get(phase), r["oracle"][target].get(phase),
                              r.get("class_set_oracle", {}).get(target, {}).get(phase),
                              None if paper is None else paper / 100])
-        seg.tables.append((fmt, ["target", "phase", "mean", "std", "n", "region oracle", "best class set",
-                                 "paper (real data)"], rows))
+        seg.tables.append((fmt, ["target", "phase", "mean", "std", "n", "constant mask (baseline)", "region oracle",
+                                 "best class set", "paper (real data)"], rows))
         if r.get("ef"):
             seg.paragraphs.append(f"{fmt} EF ({r['ef']['method']}): MAE vs the dataset's EF "
                                   f"{r['ef']['mae_pred_vs_reference']:.1f} points (median "

@@ -20,7 +20,8 @@ from rich.console import Console
 
 from alan.data import Dataset, open_dataset
 from alan.errors import AlanError
-from alan.pipelines.segment import Parcellator, evaluate_segmenter, fit_segmenter, segmentation_report
+from alan.pipelines.segment import (Parcellator, collect_annotated, evaluate_segmenter, fit_baseline, fit_segmenter,
+                                    segmentation_report)
 from alan.training import RunOptions
 
 
@@ -101,11 +102,14 @@ def run_protocol(backbone: Any, out: Path, *, echonet: Path | None, camus: Path 
             evals = {}
             for target in targets:
                 with timer.stage(f"parcel-to-segment {target} on {ds.format}"):
-                    model = fit_segmenter(parcellator, _split(ds, *fit_split), target, progress=config.progress)
+                    fit_frames = collect_annotated(_split(ds, *fit_split), target, progress=config.progress)
+                    model = fit_segmenter(parcellator, fit_frames, target, progress=config.progress)
+                    baseline = fit_baseline(fit_frames, target, config.work_size)
                     path = out / "models" / f"{ds.format}_{target}.json"
                     model.to_json(path)
                     results["segment_models"][f"{ds.format}_{target}"] = str(path)
-                    evals[target] = evaluate_segmenter(model, parcellator, _split(ds, *test_split), progress=config.progress)
+                    evals[target] = evaluate_segmenter(model, parcellator, _split(ds, *test_split),
+                                                       progress=config.progress, baseline=baseline)
             results["segmentation"][ds.format] = segmentation_report(evals, ds.format, fig_dir)
     if tmed2:
         tds = open_dataset(tmed2, "tmed2")
