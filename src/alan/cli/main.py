@@ -24,7 +24,7 @@ app = typer.Typer(
 )
 
 GROUPS = (
-    "synth", "data", "backbone", "dino", "raptor", "parcels",
+    "synth", "data", "backbone", "probe", "dino", "raptor", "parcels",
     "segment", "views", "analyze", "reproduce", "sscl", "demo",
 )
 for _name in GROUPS:
