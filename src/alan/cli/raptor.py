@@ -50,6 +50,9 @@ def train(
     cache: Cache = typer.Option(Cache.auto, "--cache", help="Token cache: auto (memory if it fits), memory, disk, off."),
     cache_budget_gb: float = typer.Option(None, "--cache-budget-gb", help="Memory budget for --cache auto (default: half the available memory)."),
     standardize_tokens: bool = typer.Option(False, "--standardize-tokens", help="Standardise tokens per channel (training-set mean/std)."),
+    position: float = typer.Option(0.0, "--position", min=0.0,
+                                   help="Weight of the tokens' grid position in the head's input and the loss target "
+                                        "(0: the paper's head; beyond the paper, see docs/raptor.md)."),
     limit: int = typer.Option(None, "--limit", help="Use at most this many records (quick runs)."),
     accelerator: Accelerator = "auto",
     devices: Devices = "auto",
@@ -74,7 +77,7 @@ def train(
     budget = None if cache_budget_gb is None else int(cache_budget_gb * 2**30)
     head = train_raptor(bb, records, out, n_parcels=k, loss=preset.value, length=length, period=period,
                         short=short.value, lr=lr, cache=cache.value, cache_budget=budget,
-                        standardize_tokens=standardize_tokens, opts=opts,
+                        standardize_tokens=standardize_tokens, position=position, opts=opts,
                         data={"path": str(data), "format": dataset.format, "split": split, "n_records": len(records)})
     typer.echo(f"head {head.hash} (K={k}, backbone {bb.hash}) -> {out / 'head'}")
 

@@ -34,6 +34,7 @@ class ProtocolConfig:
     raptor_max_steps: int = -1
     raptor_batch_size: int = 4
     raptor_preset: str = "reference"
+    raptor_position: float = 0.0  # 0: the paper's head (see RaptorHead's position option)
     raptor_limit: int | None = None
     work_size: int = 112
     camus_targets: tuple[str, ...] = ("LV", "LA")
@@ -88,6 +89,7 @@ def run_protocol(backbone: Any, out: Path, *, echonet: Path | None, camus: Path 
                               batch_size=config.raptor_batch_size, seed=config.seed, progress=config.progress,
                               checkpoint_every_n_steps=None, **config.run)
             head = train_raptor(backbone, records, out / "raptor", n_parcels=config.n_parcels, loss=config.raptor_preset,
+                                position=config.raptor_position,
                                 opts=opts, data={"path": str(train_ds.root), "format": train_ds.format, "split": "train"})
         results["raptor"] = {"hash": head.hash, "K": config.n_parcels, "trained_on": train_ds.format,
                              "n_records": len(records)}

@@ -413,16 +413,18 @@ def _psax(p: EchoPatient, u, v, c3, shape) -> dict[str, np.ndarray]:
 #: figures (apical views tilted by up to ~15 degrees about the apex, depth settings and heart
 #: sizes varying by ~15-20 %, the heart off the sector's midline by up to ~6 % of the depth).
 POSE_SPREAD: dict[str, float] = {
-    "tilt_deg": 15.0,  # rotation about the apex: N(0, tilt/2) clipped to +-tilt
-    "lateral": 0.06,  # heart offset across the sector, depth units: U(-l, l)
+    "tilt_deg": 15.0,  # rotation about the LV apex: N(0, tilt/2) clipped to +-tilt
+    "sweep_deg": 10.0,  # rotation of the whole heart about the transducer (moves it across the fan): U(-s, s)
+    "lateral": 0.03,  # heart offset across the sector, depth units: U(-l, l)
     "axial": 0.025,  # offset along the beam, depth units: U(-a, a)
     "zoom": 0.15,  # depth / zoom: scale = exp(U(-z, z)), about +-15 %
 }
 def random_pose(view: str, rng: np.random.Generator, jitter: float = 1.0) -> Pose:
     """Typical placement of each view's heart frame plus a random similarity (`POSE_SPREAD`).
 
-    The heart frame's origin is the LV apex, so the rotation tilts the heart about the apex as
-    a probe tilt does. `jitter` scales every spread (1 = the full spread).
+    The heart frame's origin is the LV apex, so `tilt` turns the heart about its apex; `sweep`
+    turns the whole heart about the transducer, moving it across the fan as an off-axis probe
+    position does. `jitter` scales every spread (1 = the full spread).
     """
     tilt = POSE_SPREAD["tilt_deg"]
     rot = np.deg2rad(float(np.clip(rng.normal(0.0, tilt / 2.0), -tilt, tilt)) * jitter)
@@ -437,7 +439,10 @@ def random_pose(view: str, rng: np.random.Generator, jitter: float = 1.0) -> Pos
         origin, phi = (-0.46, 0.52), np.deg2rad(-97.0)
     else:
         origin, phi = (0.03, 0.5), 0.0
-    return Pose((origin[0] + dx, origin[1] + dy), float(phi + rot), scale)
+    sweep = np.deg2rad(rng.uniform(-POSE_SPREAD["sweep_deg"], POSE_SPREAD["sweep_deg"]) * jitter)
+    ox, oy = origin[0] + dx, origin[1] + dy
+    c, s = np.cos(sweep), np.sin(sweep)  # x across, y along the beam; the transducer is at (0, 0)
+    return Pose((float(c * ox - s * oy), float(s * ox + c * oy)), float(phi + rot + sweep), scale)
 
 
 def _lv_fits(p: EchoPatient, view: str, pose: Pose, sector: Sector, margin: float = 0.015) -> bool:
