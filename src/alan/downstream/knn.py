@@ -1,6 +1,7 @@
 """Weighted k-nearest-neighbour classifier on L2-normalised features (DINO's eval_knn).
 
-ALAN paper, section 4.3; METHODS A4 (Caron et al., DINO; Wu et al. 2018). For a query q the
+ALAN paper (*Unlocking the Heart Using Adaptive Locked Agnostic Networks*), section 4.3; Caron et
+al., DINO; Wu et al. 2018. For a query q the
 score of class c is the sum, over its k nearest bank entries by cosine similarity s_i, of
 exp(s_i / T) [label_i = c]; scores are normalised to sum to 1. T = 0.07 as in DINO.
 
