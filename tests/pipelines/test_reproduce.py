@@ -55,4 +55,4 @@ def test_reproduce_alan_on_phantoms(phantoms, tmp_path):
 
 def test_reproduce_needs_a_dataset():
     res = CliRunner().invoke(app, ["reproduce", "alan"])
-    assert res.exit_code != 0
+    assert res.exit_code == 2 and "give at least one of --echonet, --camus, --tmed2" in res.output

@@ -21,7 +21,6 @@ load strictly.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import pickle
 import re
 from collections.abc import Mapping
@@ -32,7 +31,7 @@ import torch
 from safetensors.torch import load_file
 from timm.layers import resample_abs_pos_embed, resample_patch_embed
 
-from alan.artifacts import CONFIG, load_artifact
+from alan.artifacts import CONFIG, file_sha256, load_artifact
 from alan.errors import AlanError, DataError
 from alan.models.backbones import (
     IMAGENET_MEAN,
@@ -135,14 +134,6 @@ def adapt_state(state: dict[str, torch.Tensor], arch: str) -> tuple[dict[str, to
     return state, notes
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def import_backbone(path: str | Path, arch: str, key: str = "teacher",
                     mean: Any = None, std: Any = None) -> Backbone:
     """A `Backbone` of `arch` holding the weights in `path` (see the module docstring for formats).
@@ -165,7 +156,7 @@ def import_backbone(path: str | Path, arch: str, key: str = "teacher",
         state, layout = extract_vit_state(obj, key, path)
         if isinstance(obj, Mapping) and isinstance(obj.get("alan"), Mapping):
             stored_mean, stored_std = obj["alan"].get("mean"), obj["alan"].get("std")
-        origin = {"file": str(path), "sha256": _sha256(path)}
+        origin = {"file": str(path), "sha256": file_sha256(path)}
     state, notes = adapt_state(state, arch)
     if mean is None:
         mean, std = (stored_mean, stored_std) if stored_mean is not None else (IMAGENET_MEAN, IMAGENET_STD)
