@@ -103,7 +103,8 @@ NumWorkers = Annotated[int, typer.Option("--num-workers", min=0, help="DataLoade
 Seed = Annotated[int, typer.Option("--seed", help="Seed of sampling, augmentation and initialisation.")]
 Resume = Annotated[bool, typer.Option("--resume", help="Continue from OUT/checkpoints/last.ckpt if present.")]
 ShowProgress = Annotated[bool, typer.Option("--progress/--no-progress", help="Show progress bars.")]
-Tensorboard = Annotated[bool, typer.Option("--tensorboard", help="Also write TensorBoard logs.")]
+Tensorboard = Annotated[bool, typer.Option("--tensorboard", help="Also write TensorBoard logs (needs the "
+                                                                 "tensorboard extra: pip install 'alan[tensorboard]').")]
 BatchSize = Annotated[int, typer.Option("--batch-size", min=1, help="Items per batch per device.")]
 
 
@@ -131,6 +132,13 @@ def run_options(*, devices: str | int, tensorboard: bool, **fields: Any):
     """`alan.training.RunOptions` from the shared options (``--devices`` parsed, loggers from ``--tensorboard``)."""
     from alan.training import RunOptions
 
+    if tensorboard:
+        import importlib.util
+
+        if not any(importlib.util.find_spec(m) for m in ("tensorboardX", "tensorboard")):
+            from alan.errors import AlanError
+
+            raise AlanError("--tensorboard needs tensorboardX: pip install 'alan[tensorboard]'")
     return RunOptions(devices=parse_devices(devices), loggers=("csv", "tensorboard") if tensorboard else ("csv",), **fields)
 
 
