@@ -60,7 +60,7 @@ def _out_path(value: Path | None) -> Path | None:
     parent = value if value.is_dir() else value.parent
     while not parent.exists():
         parent = parent.parent
-    if not os.access(parent, os.W_OK | os.X_OK):
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
         raise typer.BadParameter(f"{value}: cannot write under {parent} (not a writable folder)")
     return value
 
