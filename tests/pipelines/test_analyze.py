@@ -168,3 +168,14 @@ def test_label_map_round_trip_nibabel_and_simpleitk(tmp_path):
     np.testing.assert_array_equal(sitk.GetArrayFromImage(s), labels)
     assert s.GetSpacing() == pytest.approx((0.5, 0.3, 1.0))
     assert s.GetPixel(1, 0, 0) == LABEL_IDS["LV"] and s.GetPixel(6, 4, 2) == LABEL_IDS["LA"]
+
+
+def test_cycle_warnings():
+    from alan.pipelines.analyze import cycle_warnings
+
+    assert cycle_warnings(np.zeros(10), True) == (["no LV found in any frame: no ED/ES, no EF"], False)
+    warn, usable = cycle_warnings(np.array([100.0, 101, 100, 102, 100]), True)
+    assert not usable and "varies by 2.0%" in warn[0]
+    warn, usable = cycle_warnings(np.array([100.0, 150, 100]), False)
+    assert usable and "no clear cardiac cycle" in warn[0]
+    assert cycle_warnings(np.array([100.0, 150, 100]), True) == ([], True)
