@@ -6,7 +6,9 @@ from skimage.morphology import dilation
 from skimage.morphology import disk as sk_disk
 
 from alan.data.cmr import (AlanMasks, FrameDataset, GroundTruthMasks, dilate, heart_mask, load_cine_frames,
-                           load_slices, normalise_intensity, to_square)
+                           load_slices)
+from alan.transforms.intensity import scale_by_percentile as normalise_intensity
+from alan.transforms.spatial import pad_to_square as to_square
 from alan.errors import DataError
 from alan.records import Record
 
@@ -132,7 +134,7 @@ def test_alan_mask_source_ors_parcel_to_segment_predictions_at_native_size():
     src = AlanMasks(par, [_FakeP2S(1), _FakeP2S(2)])
     data = load_slices([r], size=16, mask_source=src)
     work = par.seen[0]
-    assert work.shape == (2, 8, 8) and work.dtype == np.uint8  # ED and ES at the working size
+    assert work.shape == (2, 8, 8) and work.dtype == np.float32  # ED and ES at the working size, in [0, 1]
     want = np.zeros((16, 16), bool)
     want[2:6, 2:6] = want[8:12, 8:12] = True  # 8 px work grid -> 16 px native (nearest)
     assert np.array_equal(data.masks[0, 0], want) and np.array_equal(data.masks[0, 1], want)

@@ -48,7 +48,8 @@ class PatchHistogram:
 
     def __call__(self, frames):
         x = torch.as_tensor(np.asarray(frames), dtype=torch.float32)[:, None]
-        shares = [torch.nn.functional.avg_pool2d((x == v).float(), P).flatten(2) for v in self.LEVELS]
+        shares = [torch.nn.functional.avg_pool2d(((x - v / 255).abs() < 1e-3).float(), P).flatten(2)  # frames in [0, 1]
+                  for v in self.LEVELS]
         tokens = torch.cat(shares, 1).transpose(1, 2)  # (N, 64, 4)
         noise = 0.01 * torch.randn(*tokens.shape[:2], 4, generator=torch.Generator().manual_seed(len(x)))
         tokens = torch.cat([tokens, noise], -1)

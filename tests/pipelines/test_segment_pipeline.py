@@ -82,8 +82,8 @@ def test_work_resolution_round_trip_and_mr_scaling():
     m = _ellipse_mask(30, 20, (150, 130))
     img = (m * 900 + 100).astype(np.int16)
     work = to_work([img], 112)
-    assert work.dtype == np.uint8 and work.shape == (1, 112, 112)
-    back = masks_to_native(work > 128, [m.shape])[0]
+    assert work.dtype == np.float32 and work.shape == (1, 112, 112) and 0 <= work.min() and work.max() <= 1
+    back = masks_to_native(work > 0.5, [m.shape])[0]
     inter = (back & m).sum()
     assert 2 * inter / (back.sum() + m.sum()) > 0.97
 

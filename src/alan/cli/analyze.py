@@ -16,8 +16,10 @@ console = Console(highlight=False)
 def analyze(
     input: Path = typer.Argument(..., help="A video / DICOM file, a folder of them (searched recursively), or a "
                                            "dataset folder in any format the readers know."),
-    backbone: Path = typer.Option(..., "--backbone", help="Locked backbone artifact folder."),
-    head: Path = typer.Option(..., "--head", help="RAPTOR head artifact (or the raptor train run folder)."),
+    backbone: Path = typer.Option(None, "--backbone", help="Locked backbone artifact folder (default: the one shipped "
+                                                           "with alan, with its head)."),
+    head: Path = typer.Option(None, "--head", help="RAPTOR head artifact or raptor run folder (default: the one "
+                                                   "shipped with alan)."),
     segment: list[Path] = typer.Option(..., "--segment", help="Parcel-to-segment model JSON (LV required; repeat for LA)."),
     out: Path = typer.Option(..., "--out", help="Study folder: records/NAME/, results.csv, results.json, report.html."),
     views: Path = typer.Option(None, "--views", help="kNN bank (`alan views fit`) for each recording's view class."),

@@ -24,8 +24,10 @@ class As(str, Enum):
 
 def parcels(
     input: Path = typer.Argument(..., help="Dataset folder (any reader format) or a single video/DICOM file."),
-    backbone: Path = typer.Option(..., "--backbone", help="Locked backbone artifact folder."),
-    head: Path = typer.Option(..., "--head", help="RAPTOR head artifact (or the raptor train run folder)."),
+    backbone: Path = typer.Option(None, "--backbone", help="Locked backbone artifact folder (default: the one shipped "
+                                                           "with alan, with its head)."),
+    head: Path = typer.Option(None, "--head", help="RAPTOR head artifact or raptor run folder (default: the one "
+                                                   "shipped with alan)."),
     out: Path = out_dir("Output folder: maps/ and overlays/."),
     format: str = typer.Option("auto", "--format", help="Dataset format (auto detects it)."),
     split: str = typer.Option("all", "--split", help="Split(s), comma-separated, or 'all'."),
@@ -43,13 +45,11 @@ def parcels(
         alan parcels data/echonet --backbone runs/dino --head runs/raptor --split test --overlay mp4 --out parcels/
     """
     from alan.cli._options import select_records
-    from alan.models.backbones import load_backbone
-    from alan.models.raptor import load_head
+    from alan.cli.segment import load_parcellator
     from alan.pipelines.parcels import run_parcels
 
-    device = device_option(device)
-    bb = load_backbone(backbone, device=device)
-    rh = load_head(head, bb).to(device)
+    parcellator = load_parcellator(backbone, head, 112, batch_size, device_option(device))
+    bb, rh = parcellator.backbone, parcellator.head
     _, records = select_records(input, format, split, limit)
     result = run_parcels(records, bb, rh, out, as_=as_.value, overlay=overlay.value, batch_size=batch_size,
                          progress=progress)

@@ -15,20 +15,24 @@ segment_app = typer.Typer(help="Parcel-to-segment: LV / LA masks as unions of pa
 console = Console()
 
 
-def load_parcellator(backbone: Path, head: Path, work_size: int, batch_size: int = 32, device: str = "cpu"):
-    """Backbone + head artifacts on `device` as a `Parcellator` at `work_size`."""
-    from alan.models.backbones import load_backbone
-    from alan.models.raptor import load_head
-    from alan.pipelines.segment import Parcellator
+def load_parcellator(backbone: Path | None, head: Path | None, work_size: int, batch_size: int = 32,
+                     device: str = "cpu"):
+    """Backbone + head artifacts on `device` as a `Parcellator` at `work_size`; with neither path,
+    the pair shipped with alan (said in one line on stderr)."""
+    from alan.models.parcellator import Parcellator
 
-    bb = load_backbone(backbone, device=device)
-    return Parcellator(bb, load_head(head, backbone=bb).to(device), work_size=work_size, batch_size=batch_size)
+    parcellator = Parcellator.load(backbone, head, work_size=work_size, batch_size=batch_size, device=device)
+    if parcellator.note:
+        Console(stderr=True, highlight=False).print(f"note: {parcellator.note}")
+    return parcellator
 
 
 @segment_app.command("fit")
 def fit(
-    backbone: Path = typer.Option(..., "--backbone", help="Locked backbone artifact folder."),
-    head: Path = typer.Option(..., "--head", help="RAPTOR head artifact (or raptor run folder)."),
+    backbone: Path = typer.Option(None, "--backbone", help="Locked backbone artifact folder (default: the one shipped "
+                                                           "with alan, with its head)."),
+    head: Path = typer.Option(None, "--head", help="RAPTOR head artifact or raptor run folder (default: the one "
+                                                   "shipped with alan)."),
     data: Path = typer.Option(..., "--data", help="Labelled dataset (EchoNet-Dynamic, CAMUS, ACDC)."),
     out: Path = out_file("Where to write the model JSON."),
     target: str = typer.Option("LV", "--target", help="Target segment: LV or LA (any label the reader gives)."),
@@ -64,8 +68,10 @@ def fit(
 @segment_app.command("eval")
 def evaluate(
     model: Path = typer.Option(..., "--model", help="Model JSON from `alan segment fit`."),
-    backbone: Path = typer.Option(..., "--backbone", help="Locked backbone artifact the model was fitted on."),
-    head: Path = typer.Option(..., "--head", help="RAPTOR head artifact the model was fitted on."),
+    backbone: Path = typer.Option(None, "--backbone", help="Locked backbone artifact the model was fitted on "
+                                                           "(default: the one shipped with alan)."),
+    head: Path = typer.Option(None, "--head", help="RAPTOR head artifact the model was fitted on (default: the one "
+                                                   "shipped with alan)."),
     data: Path = typer.Option(..., "--data", help="Labelled dataset to score on (any reader format)."),
     split: str = typer.Option("test", "--split", help="Split(s) to score, comma-separated, or 'all'."),
     format: str = typer.Option("auto", "--format", help="Dataset format (auto detects it)."),

@@ -21,21 +21,8 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from alan.records import Record
-
-
-def frames_to_unit(frames: np.ndarray) -> np.ndarray:
-    """Frames -> float32 in [0, 1]: uint8 / 255; floats already in [0, 1] as they are;
-    anything else (MR intensities) min-max scaled between its 0.5th and 99.5th percentiles."""
-    frames = np.asarray(frames)
-    if frames.dtype == np.uint8:
-        return frames.astype(np.float32) / 255.0
-    x = frames.astype(np.float32)
-    if x.size and np.issubdtype(frames.dtype, np.floating) and x.min() >= 0 and x.max() <= 1:
-        return x
-    if x.size == 0:
-        return x
-    lo, hi = np.percentile(x, [0.5, 99.5])
-    return np.clip((x - lo) / max(hi - lo, 1e-8), 0, 1).astype(np.float32)
+from alan.transforms.intensity import to_unit as frames_to_unit  # noqa: F401  (re-exported)
+from alan.transforms.spatial import resize_unit  # noqa: F401  (re-exported)
 
 
 def clip_span(length: int, period: int) -> int:
@@ -50,14 +37,6 @@ def clip_indices(n_frames: int, length: int = 16, period: int = 2, start: int | 
         start = int(torch.randint(0, n_frames - span + 1, (1,), generator=generator)) if n_frames >= span else 0
     idx = start + period * np.arange(length)
     return np.minimum(idx, n_frames - 1)
-
-
-def resize_unit(frames: np.ndarray | torch.Tensor, size: int) -> torch.Tensor:
-    """(T, H, W) float in [0, 1] -> (T, size, size), as `Backbone.prepare` resizes."""
-    x = torch.as_tensor(frames, dtype=torch.float32)
-    if x.shape[-2:] == (size, size):
-        return x
-    return F.interpolate(x[:, None], size=(size, size), mode="bilinear", align_corners=False, antialias=True)[:, 0]
 
 
 class ClipDataset(Dataset):

@@ -32,6 +32,8 @@ from scipy import ndimage
 
 from alan.errors import DataError
 from alan.records import Record
+from alan.transforms.intensity import scale_by_percentile, to_uint8
+from alan.transforms.spatial import pad_to_square
 
 HEART_LABELS: tuple[str, ...] = ("LV", "MYO", "RV")
 INPUTS: tuple[str, ...] = ("full", "segmented")
@@ -144,37 +146,6 @@ class AlanMasks:
 
 
 # ------------------------------------------------------------------------------- images
-def normalise_intensity(frames: np.ndarray, percentile: float = 99.5) -> np.ndarray:
-    """Scale a cine (or any stack) to float32 [0, 1] by 0 and its `percentile`; clip above."""
-    x = np.asarray(frames, dtype=np.float32)
-    lo = min(float(x.min()), 0.0)
-    hi = float(np.percentile(x, percentile)) if x.size else 1.0
-    if hi <= lo:
-        hi = float(x.max()) if x.max() > lo else lo + 1.0
-    return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
-
-
-def to_square(stack: np.ndarray, size: int, *, nearest: bool = False) -> np.ndarray:
-    """(F, H, W) -> (F, size, size): zero-pad to a centred square, then resize."""
-    f, h, w = stack.shape
-    s = max(h, w)
-    top, left = (s - h) // 2, (s - w) // 2
-    sq = np.zeros((f, s, s), dtype=np.float32)
-    sq[:, top:top + h, left:left + w] = stack
-    if s == size:
-        return sq
-    t = torch.from_numpy(sq)[:, None]
-    if nearest:
-        out = F.interpolate(t, size=(size, size), mode="nearest-exact")
-    else:
-        out = F.interpolate(t, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return out[:, 0].numpy()
-
-
-def to_uint8(x: np.ndarray) -> np.ndarray:
-    return np.clip(np.rint(x * 255.0), 0, 255).astype(np.uint8)
-
-
 @dataclass
 class CMRSlices:
     """ED/ES frames of short-axis slices as arrays, index 0 = ED, 1 = ES along axis 1.
@@ -231,15 +202,15 @@ def load_slices(records: Sequence[Record], size: int = 224, mask_source: MaskSou
             continue
         cine = r.frames
         frames = [r.ed, r.es]
-        x = normalise_intensity(cine)[frames]
+        x = scale_by_percentile(cine)[frames]
         if mask_source is not None:
             m = dilate(np.asarray(mask_source(r, frames, cine), dtype=bool), margin)
             if drop_empty and not m.reshape(2, -1).any(axis=1).all():
                 skip("empty heart mask at ED or ES")
                 continue
-            seg.append(to_uint8(to_square(x * m, size)))
-            msk.append(to_square(m.astype(np.float32), size, nearest=True) > 0.5)
-        full.append(to_uint8(to_square(x, size)))
+            seg.append(to_uint8(pad_to_square(x * m, size)))
+            msk.append(pad_to_square(m.astype(np.float32), size, nearest=True) > 0.5)
+        full.append(to_uint8(pad_to_square(x, size)))
         labels.append(r.label)
         patients.append(r.patient or r.id)
         splits.append(r.split or "")
@@ -261,13 +232,13 @@ def load_cine_frames(records: Sequence[Record], size: int = 224, input: str = "f
     out = []
     for r in records:
         cine = r.frames
-        x = normalise_intensity(cine)
+        x = scale_by_percentile(cine)
         if input == "segmented":
             if mask_source is None:
                 raise DataError(None, "segmented input needs heart masks: give a mask source")
             m = dilate(np.asarray(mask_source(r, range(len(cine)), cine), dtype=bool), margin)
             x = x * m
-        out.append(to_uint8(to_square(x, size)))
+        out.append(to_uint8(pad_to_square(x, size)))
     return np.concatenate(out) if out else np.zeros((0, size, size), np.uint8)
 
 

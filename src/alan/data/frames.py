@@ -27,26 +27,8 @@ from torch.utils.data import DataLoader, Sampler
 
 from alan.errors import DataError
 from alan.records import Record
-
-
-def to_uint8(frames: np.ndarray) -> np.ndarray:
-    """(T, H, W) frames of any dtype -> uint8 (uint8 unchanged, others scaled from the 0.5/99.5 percentiles)."""
-    if frames.dtype == np.uint8:
-        return frames
-    f = frames.astype(np.float32)
-    lo, hi = np.percentile(f, [0.5, 99.5])
-    if hi <= lo:
-        hi = lo + 1.0
-    return np.clip((f - lo) * (255.0 / (hi - lo)) + 0.5, 0, 255).astype(np.uint8)
-
-
-def resize_frames(frames: np.ndarray, size: int | None) -> np.ndarray:
-    """uint8 (T, H, W) -> uint8 (T, size, size), bilinear with antialiasing (as `Backbone.prepare`)."""
-    if size is None or frames.shape[-2:] == (size, size):
-        return frames
-    x = torch.from_numpy(np.ascontiguousarray(frames)).float()[:, None]
-    y = F.interpolate(x, size=(size, size), mode="bilinear", align_corners=False, antialias=True)
-    return y[:, 0].round_().clamp_(0, 255).to(torch.uint8).numpy()
+from alan.transforms.intensity import to_uint8
+from alan.transforms.spatial import resize_uint8 as resize_frames
 
 
 class FrameDataset(torch.utils.data.Dataset):

@@ -143,14 +143,23 @@ class RaptorHead(nn.Module):
             is_logits = x.shape[-1] == self.n_parcels
         return x if is_logits else self(x)
 
-    def upsampled_logits(self, x: torch.Tensor, size: int | tuple[int, int], is_logits: bool | None = None) -> torch.Tensor:
-        """Tokens or logits (N, g*g, D|K) -> logits (N, K, H, W), bilinearly upsampled."""
-        logits = self._as_logits(x, is_logits)
+    @staticmethod
+    def upsample(logits: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+        """Grid logits (N, g*g, K) -> logits (N, K, H, W), bilinearly upsampled (before softmax / argmax)."""
         n, t, k = logits.shape
-        g = self.grid_of(t)
+        g = RaptorHead.grid_of(t)
         grid = logits.transpose(1, 2).reshape(n, k, g, g)
         size = (size, size) if isinstance(size, int) else tuple(size)
         return F.interpolate(grid, size=size, mode="bilinear", align_corners=False)
+
+    @staticmethod
+    def parcels_of_logits(logits: torch.Tensor, size: int | tuple[int, int]) -> torch.Tensor:
+        """Parcels of grid logits (N, g*g, K): argmax over K after upsampling, int64 (N, H, W)."""
+        return RaptorHead.upsample(logits, size).argmax(dim=1)
+
+    def upsampled_logits(self, x: torch.Tensor, size: int | tuple[int, int], is_logits: bool | None = None) -> torch.Tensor:
+        """Tokens or logits (N, g*g, D|K) -> logits (N, K, H, W), bilinearly upsampled."""
+        return self.upsample(self._as_logits(x, is_logits), size)
 
     def probabilities(self, x: torch.Tensor, size: int | tuple[int, int], is_logits: bool | None = None) -> torch.Tensor:
         """Softmax over K of the upsampled logits: (N, K, H, W)."""
@@ -158,7 +167,18 @@ class RaptorHead(nn.Module):
 
     def parcels(self, x: torch.Tensor, size: int | tuple[int, int], is_logits: bool | None = None) -> torch.Tensor:
         """Argmax over K of the upsampled logits: int64 (N, H, W)."""
-        return self.upsampled_logits(x, size, is_logits).argmax(dim=1)
+        return self.parcels_of_logits(self._as_logits(x, is_logits), size)
+
+
+BUNDLED_HEADS = Path(__file__).resolve().parents[1] / "assets" / "heads"
+
+
+def bundled_head(name: str = "phantom_default") -> Path:
+    """Folder of a RAPTOR head shipped with alan (trained on the bundled backbone; see its README)."""
+    path = BUNDLED_HEADS / name
+    if not (path / "config.json").is_file() or not (path / "weights.safetensors").is_file():
+        raise ArtifactError(f"{path}: bundled RAPTOR head {name!r} is not there (scripts/train_bundled_head.sh makes it)")
+    return path
 
 
 def save_head(head: RaptorHead, out_dir: str | Path, *, backbone_hash: str | None, loss: dict[str, Any] | None = None,

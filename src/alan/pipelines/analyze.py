@@ -104,7 +104,11 @@ def analyze_frames(record: Record, frames: np.ndarray, parcellator: Parcellator,
     if frames.ndim != 3 or not len(frames):
         raise DataError(record.source, f"expected gray frames (T, H, W), got shape {frames.shape}")
     shape = frames.shape[1:]
-    parcels = parcellator(to_work(list(frames), parcellator.work_size))
+    work = to_work(list(frames), parcellator.work_size)
+    if knn is not None:  # the view's CLS tokens come from the same backbone pass as the parcels
+        cls, parcels = parcellator.cls_and_parcels(work)
+    else:
+        cls, parcels = None, parcellator(work)
     masks = {t: np.stack(masks_to_native(m.predict(parcels), [shape] * len(frames))) for t, m in segmenters.items()}
     fps = record.meta.get("FPS") or record.meta.get("fps")
     fps = float(fps) if fps else None
@@ -147,13 +151,9 @@ def analyze_frames(record: Record, frames: np.ndarray, parcellator: Parcellator,
         if pixel_mm2:
             summary["la_area_mm2"] = (np.asarray(summary["la_area_px"]) * pixel_mm2).tolist()
     if knn is not None:
-        from alan.pipelines.views import cls_features
-
         knn.check_provenance({"backbone_hash": prov.get("backbone_hash")})
         step = max(1, len(frames) // 16)
-        fake = [Record(id=f"{record.id}:{i}", load_frames=(lambda i=i: frames[i:i + 1]), n_frames=1)
-                for i in range(0, len(frames), step)]
-        proba = knn.predict_proba(cls_features(parcellator.backbone, fake)).mean(axis=0)
+        proba = knn.predict_proba(cls[::step]).mean(axis=0)
         summary["view"] = str(knn.classes_[int(np.argmax(proba))])
         summary["view_scores"] = {str(c): float(p) for c, p in zip(knn.classes_, proba)}
     native = np.stack([labels_to_native(p, shape) for p in parcels])

@@ -25,67 +25,14 @@ import numpy as np
 import torch
 
 from alan.artifacts import atomic_write_json
-from alan.data.clips import frames_to_unit, resize_unit
 from alan.errors import AlanError
+from alan.models.parcellator import (CHUNK_ELEMENTS, compute_logits_grid, compute_parcels,  # noqa: F401
+                                     parcel_dtype, upsample_argmax)
 from alan.models.raptor import RaptorHead
 from alan.records import Record
 
-#: Upsampled logits per chunk (elements): bounds memory for large frames and large K.
-CHUNK_ELEMENTS = 1 << 24
-
 FORMATS = ("npz", "nifti")
 OVERLAYS = ("png", "mp4", "both", "none")
-
-
-def parcel_dtype(n_parcels: int) -> np.dtype:
-    return np.dtype(np.uint8) if n_parcels <= 256 else np.dtype(np.uint16)
-
-
-def _device_of(module: torch.nn.Module) -> torch.device:
-    p = next(iter(module.parameters()), None)
-    return p.device if p is not None else torch.device("cpu")
-
-
-@torch.no_grad()
-def compute_logits_grid(backbone: Any, head: RaptorHead, frames: np.ndarray | torch.Tensor,
-                        batch_size: int = 32) -> torch.Tensor:
-    """Token-grid logits (T, K, g, g) of frames (T, H, W) (uint8, float in [0, 1], or MR intensities)."""
-    frames_np = frames.cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
-    if frames_np.ndim != 3:
-        raise AlanError(f"frames must be (T, H, W), got shape {frames_np.shape}")
-    size = backbone.config.img_size
-    device = _device_of(head)
-    out = []
-    for i in range(0, len(frames_np), batch_size):
-        x = resize_unit(frames_to_unit(frames_np[i:i + batch_size]), size)
-        _, tokens = backbone(x)
-        logits = head(tokens.to(device))
-        g = head.grid_of(logits.shape[1])
-        out.append(logits.transpose(1, 2).reshape(len(x), head.n_parcels, g, g).cpu())
-    if not out:
-        return torch.empty(0, head.n_parcels, backbone.grid, backbone.grid)
-    return torch.cat(out)
-
-
-@torch.no_grad()
-def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
-    """Argmax over K of bilinearly upsampled logits (T, K, g, g) -> (T, H, W), chunked."""
-    T, K = logits.shape[:2]
-    H, W = size
-    per = max(1, CHUNK_ELEMENTS // max(1, K * H * W))
-    out = np.empty((T, H, W), dtype=parcel_dtype(K))
-    for i in range(0, T, per):
-        up = torch.nn.functional.interpolate(logits[i:i + per].float(), size=(H, W), mode="bilinear", align_corners=False)
-        out[i:i + per] = up.argmax(1).numpy()
-    return out
-
-
-def compute_parcels(backbone: Any, head: RaptorHead, frames: np.ndarray | torch.Tensor, batch_size: int = 32) -> np.ndarray:
-    """Parcel ids (T, H, W) at the frames' own resolution; uint8 (K <= 256) or uint16."""
-    head.eval()
-    logits = compute_logits_grid(backbone, head, frames, batch_size)
-    return upsample_argmax(logits, tuple(np.asarray(frames).shape[-2:]) if not isinstance(frames, torch.Tensor)
-                           else tuple(frames.shape[-2:]))
 
 
 def _atomic_path(path: Path, suffix: str):

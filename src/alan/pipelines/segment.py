@@ -1,8 +1,9 @@
 """Parcel-to-segment on datasets: collect annotated ED/ES frames, fit, evaluate (ALAN Table 2).
 
 Frames of any size are brought to a square working resolution (`work_size`, default 112 px as
-in the paper's EchoNet setting) for parcellation and post-processing; predictions are resized
-back (nearest) and scored against the ground truth at the file's own resolution.
+in the paper's EchoNet setting) by `alan.transforms.spatial.to_work` (the transform RAPTOR's
+training clips go through) for parcellation and post-processing; predictions are resized back
+(nearest) and scored against the ground truth at the file's own resolution.
 """
 
 from __future__ import annotations
@@ -10,7 +11,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any
 
-import cv2
 import numpy as np
 from rich.progress import Progress
 
@@ -18,7 +18,9 @@ from alan.downstream.constant_mask import ConstantMask
 from alan.downstream.parcel_to_segment import ParcelToSegment, region_oracle
 from alan.errors import AlanError
 from alan.metrics import area_length_volume, dice, dice_summary, ejection_fraction
+from alan.models.parcellator import Parcellator
 from alan.records import Record
+from alan.transforms.spatial import labels_to_native, masks_to_native, masks_to_work, to_work  # noqa: F401
 
 #: The paper's Table 2 (DICE %, DINO ViT-S/4 trained on EchoNet, K=64), for side-by-side tables.
 PAPER_TABLE2 = {
@@ -65,51 +67,6 @@ def collect_annotated(records: list[Record], target: str, progress: bool = False
                 out.masks.append(masks[idx][target].astype(bool))
                 out.records.append(rec)
     return out
-
-
-def to_work(images: list[np.ndarray], size: int) -> np.ndarray:
-    """Native frames -> uint8 (N, size, size) (area interpolation; MR intensities rescaled per frame)."""
-    out = np.empty((len(images), size, size), np.uint8)
-    for i, img in enumerate(images):
-        img = np.asarray(img)
-        if img.dtype != np.uint8:
-            lo, hi = np.percentile(img, (0.5, 99.5))
-            img = np.clip((img.astype(np.float32) - lo) / max(hi - lo, 1e-6) * 255, 0, 255).astype(np.uint8)
-        out[i] = cv2.resize(img, (size, size), interpolation=cv2.INTER_AREA)
-    return out
-
-
-def masks_to_work(masks: list[np.ndarray], size: int) -> np.ndarray:
-    return np.stack([cv2.resize(m.astype(np.uint8), (size, size), interpolation=cv2.INTER_NEAREST) > 0 for m in masks])
-
-
-def masks_to_native(pred: np.ndarray, shapes: list[tuple[int, int]]) -> list[np.ndarray]:
-    return [labels_to_native(p.astype(np.uint8), shape) > 0 for p, shape in zip(pred, shapes)]
-
-
-def labels_to_native(labels: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of one label map (H, W) to `shape`."""
-    if labels.shape == tuple(shape):
-        return labels
-    h, w = shape
-    return cv2.resize(labels.astype(np.uint16), (w, h), interpolation=cv2.INTER_NEAREST).astype(labels.dtype)
-
-
-class Parcellator:
-    """Backbone + RAPTOR head at a working resolution: frames -> parcel maps (N, size, size)."""
-
-    def __init__(self, backbone: Any, head: Any, work_size: int = 112, batch_size: int = 32):
-        self.backbone, self.head, self.work_size, self.batch_size = backbone, head, work_size, batch_size
-
-    @property
-    def provenance(self) -> dict[str, Any]:
-        return {"backbone_hash": getattr(self.backbone, "hash", None), "head_hash": getattr(self.head, "hash", None),
-                "work_size": self.work_size}
-
-    def __call__(self, frames: np.ndarray) -> np.ndarray:
-        from alan.pipelines.parcels import compute_parcels
-
-        return compute_parcels(self.backbone, self.head, frames, batch_size=self.batch_size)
 
 
 def _annotated(records: list[Record] | AnnotatedFrames, target: str, progress: bool) -> AnnotatedFrames:

@@ -1,0 +1,145 @@
+"""The one inference path of ALAN: frames -> (CLS tokens, parcel maps) in one backbone pass.
+
+`Parcellator` holds a locked backbone and a RAPTOR head at a square working resolution. Every
+consumer (segment fit / eval, analyze, views of a recording, the SSCL mask source, the picker)
+calls it, so a frame is always prepared the same way: intensities to [0, 1]
+(`alan.transforms.intensity`), antialiased bilinear resize to the backbone's size
+(`alan.transforms.spatial`), exactly as RAPTOR's training clips are; the head's logits are
+upsampled bilinearly to the frame size before the argmax (`RaptorHead.parcels`, in chunks so
+that K x H x W logits of large frames never all sit in memory).
+
+`Parcellator.load()` with no paths uses the backbone and head shipped with alan (trained on the
+built-in phantoms) and says so in `note`.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from alan.errors import AlanError
+from alan.models.raptor import RaptorHead
+from alan.transforms.intensity import to_unit
+from alan.transforms.spatial import resize_unit
+
+#: Logit elements (K x H x W x frames) upsampled at once.
+CHUNK_ELEMENTS = 1 << 24
+
+
+def parcel_dtype(n_parcels: int) -> np.dtype:
+    return np.dtype(np.uint8) if n_parcels <= 256 else np.dtype(np.uint16)
+
+
+def _device_of(module: torch.nn.Module) -> torch.device:
+    p = next(iter(module.parameters()), None)
+    return p.device if p is not None else torch.device("cpu")
+
+
+def _as_frames(frames: np.ndarray | torch.Tensor) -> np.ndarray:
+    frames_np = frames.cpu().numpy() if isinstance(frames, torch.Tensor) else np.asarray(frames)
+    if frames_np.ndim != 3:
+        raise AlanError(f"frames must be (T, H, W), got shape {frames_np.shape}")
+    return frames_np
+
+
+@torch.no_grad()
+def compute_tokens_and_logits(backbone: Any, head: RaptorHead, frames: np.ndarray | torch.Tensor,
+                              batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
+    """(CLS (T, D), token-grid logits (T, K, g, g)) of frames (T, H, W) (uint8, float in [0, 1], or MR intensities)."""
+    frames_np = _as_frames(frames)
+    size = backbone.config.img_size
+    device = _device_of(head)
+    cls_out, out = [], []
+    for i in range(0, len(frames_np), batch_size):
+        x = resize_unit(to_unit(frames_np[i:i + batch_size]), size)
+        cls, tokens = backbone(x)
+        logits = head(tokens.to(device))
+        g = head.grid_of(logits.shape[1])
+        out.append(logits.transpose(1, 2).reshape(len(x), head.n_parcels, g, g).cpu())
+        cls_out.append(cls.float().cpu())
+    if not out:
+        return (torch.empty(0, backbone.embed_dim),
+                torch.empty(0, head.n_parcels, backbone.grid, backbone.grid))
+    return torch.cat(cls_out), torch.cat(out)
+
+
+def compute_logits_grid(backbone: Any, head: RaptorHead, frames: np.ndarray | torch.Tensor,
+                        batch_size: int = 32) -> torch.Tensor:
+    """Token-grid logits (T, K, g, g) of frames (T, H, W)."""
+    return compute_tokens_and_logits(backbone, head, frames, batch_size)[1]
+
+
+@torch.no_grad()
+def upsample_argmax(logits: torch.Tensor, size: tuple[int, int], head: RaptorHead | None = None) -> np.ndarray:
+    """Parcels (T, H, W) from grid logits (T, K, g, g): `RaptorHead.parcels` (bilinear upsampling
+    before the argmax), a chunk of frames at a time."""
+    T, K = logits.shape[:2]
+    H, W = size
+    per = max(1, CHUNK_ELEMENTS // max(1, K * H * W))
+    out = np.empty((T, H, W), dtype=parcel_dtype(K))
+    for i in range(0, T, per):
+        chunk = logits[i:i + per].float().flatten(2).transpose(1, 2)  # (t, g*g, K)
+        out[i:i + per] = RaptorHead.parcels_of_logits(chunk, (H, W)).numpy()
+    return out
+
+
+def compute_parcels(backbone: Any, head: RaptorHead, frames: np.ndarray | torch.Tensor, batch_size: int = 32) -> np.ndarray:
+    """Parcel ids (T, H, W) at the frames' own resolution; uint8 (K <= 256) or uint16."""
+    head.eval()
+    logits = compute_logits_grid(backbone, head, frames, batch_size)
+    return upsample_argmax(logits, tuple(_as_frames(frames).shape[-2:]))
+
+
+class Parcellator:
+    """Backbone + RAPTOR head at a working resolution: frames -> parcel maps (N, size, size).
+
+    Frames given to `__call__` / `cls_and_parcels` are already at the working size (see
+    `alan.transforms.spatial.to_square`); parcel maps come back at that size.
+    """
+
+    def __init__(self, backbone: Any, head: Any, work_size: int = 112, batch_size: int = 32):
+        self.backbone, self.head, self.work_size, self.batch_size = backbone, head, work_size, batch_size
+        self.note: str | None = None
+
+    @classmethod
+    def load(cls, backbone: str | Path | None = None, head: str | Path | None = None, *, work_size: int = 112,
+             batch_size: int = 32, device: str | torch.device = "cpu") -> Parcellator:
+        """Load artifacts; with neither path, the backbone and head shipped with alan (see `note`)."""
+        from alan.models.backbones import bundled_backbone, load_backbone
+        from alan.models.raptor import bundled_head, load_head
+
+        note = None
+        if backbone is None and head is None:
+            backbone, head = bundled_backbone(), bundled_head()
+            note = f"using the backbone and RAPTOR head shipped with alan ({Path(head).name}, trained on the built-in phantoms)"
+        elif head is None:
+            raise AlanError("give --head (a RAPTOR head trained on this backbone), or neither --backbone nor --head "
+                            "to use the shipped pair")
+        elif backbone is None:
+            backbone = bundled_backbone()
+            note = "using the backbone shipped with alan (the head must have been trained on it)"
+        bb = load_backbone(backbone, device=device)
+        out = cls(bb, load_head(head, backbone=bb).to(device), work_size=work_size, batch_size=batch_size)
+        out.note = note
+        return out
+
+    @property
+    def n_parcels(self) -> int:
+        return int(self.head.n_parcels)
+
+    @property
+    def provenance(self) -> dict[str, Any]:
+        return {"backbone_hash": getattr(self.backbone, "hash", None), "head_hash": getattr(self.head, "hash", None),
+                "work_size": self.work_size}
+
+    def cls_and_parcels(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+        """(CLS features (N, D) float32, parcel maps (N, H, W)) in one backbone pass."""
+        self.head.eval()
+        cls, logits = compute_tokens_and_logits(self.backbone, self.head, frames, self.batch_size)
+        return cls.numpy(), upsample_argmax(logits, tuple(_as_frames(frames).shape[-2:]))
+
+    def __call__(self, frames: np.ndarray) -> np.ndarray:
+        return compute_parcels(self.backbone, self.head, frames, batch_size=self.batch_size)
