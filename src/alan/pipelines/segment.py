@@ -103,7 +103,7 @@ class Parcellator:
     @property
     def provenance(self) -> dict[str, Any]:
         return {"backbone_hash": getattr(self.backbone, "hash", None), "head_hash": getattr(self.head, "hash", None),
-                "work_size": self.work_size}
+                "n_parcels": int(getattr(self.head, "n_parcels", 0)) or None, "work_size": self.work_size}
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         from alan.pipelines.parcels import compute_parcels
