@@ -161,16 +161,23 @@ def test_empty_filelist(tmp_path):
         echonet.read(tmp_path)
 
 
-def test_tracings_beyond_video_and_unknown_video_are_skipped(echonet_data):
+def test_tracing_of_a_frame_the_video_lacks_is_an_error(echonet_data):
     root, _ = echonet_data
     with open(root / "VolumeTracings.csv", "a", newline="") as f:
         w = csv.writer(f)
         for row in ellipse_tracing(10, 10, 5, 3):
             w.writerow(["0X3C.avi", *row, 99])
+    with pytest.raises(DataError, match="VolumeTracings.csv: 0X3C is traced at frame 99, but the video has 4 frames"):
+        echonet.read(root)
+
+
+def test_tracings_of_an_unknown_video_are_skipped(echonet_data):
+    root, _ = echonet_data
+    with open(root / "VolumeTracings.csv", "a", newline="") as f:
+        w = csv.writer(f)
+        for row in ellipse_tracing(10, 10, 5, 3):
             w.writerow(["0XGONE.avi", *row, 0])
-    ds = echonet.read(root)
-    assert ds.skipped == {"traced frame beyond NumberOfFrames": 1, "tracings of a video not in FileList.csv": 1}
-    assert {r.id: r for r in ds}["0X3C"].annotated == ()
+    assert echonet.read(root).skipped == {"tracings of a video not in FileList.csv": 1}
 
 
 def test_listing_10000_rows_decodes_nothing(tmp_path, monkeypatch):

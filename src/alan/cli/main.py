@@ -46,8 +46,26 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def one_line_data_warnings() -> None:
+    """A `DataWarning` is shown as one ``warning: FILE: problem`` line (no source location)."""
+    import warnings
+
+    from alan.errors import DataWarning
+
+    plain = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DataWarning):
+            err.print(f"[bold yellow]warning:[/] {escape(str(message))}", markup=True)
+        else:
+            plain(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def main() -> None:
     quiet_libraries()
+    one_line_data_warnings()
     try:
         app()
     except AlanError as e:
