@@ -27,8 +27,14 @@ WEIGHTS = "weights.safetensors"
 CONFIG = "config.json"
 
 
+UNHASHED = ("hash", "run_info")
+"""Config keys outside the content hash: the hash itself, and ``run_info`` (how long the run took,
+and other facts about when and how it ran that do not determine the model), so that the same
+seed on the same data gives the same hash."""
+
+
 def content_hash(tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> str:
-    """sha256 over the tensors (name, dtype, shape, bytes, sorted by name) and the config."""
+    """sha256 over the tensors (name, dtype, shape, bytes, sorted by name) and the config (less `UNHASHED`)."""
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
@@ -36,7 +42,7 @@ def content_hash(tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> st
         h.update(str(t.dtype).encode())
         h.update(str(tuple(t.shape)).encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    cfg = {k: v for k, v in config.items() if k != "hash"}
+    cfg = {k: v for k, v in config.items() if k not in UNHASHED}
     h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
 
