@@ -98,7 +98,15 @@ def read_training_checkpoint(path: str | Path, module: torch.nn.Module) -> dict[
     state = obj.get("state_dict") if isinstance(obj, Mapping) else None
     if not isinstance(state, Mapping) or not _is_state_dict(state):
         raise DataError(path, "not a training checkpoint (no state_dict of tensors); start the run again without --resume")
-    problem = state_dict_mismatch(module, dict(state))
+    state = dict(state)
+    if getattr(module, "strict_loading", True) is False:  # e.g. RAPTOR: its checkpoints leave out the locked backbone
+        own = module.state_dict()
+        if set(state) & set(own):  # Lightning then loads the common keys; their shapes must still fit
+            state = {k: v for k, v in state.items() if k in own}
+        parts = state_dict_mismatch(module, state).split("; ")
+        problem = "; ".join(p for p in parts if p and not p.startswith("missing keys"))
+    else:
+        problem = state_dict_mismatch(module, state)
     if problem:
         raise DataError(path, f"checkpoint of another model or architecture ({problem}); resume it with the options "
                               "it was trained with, or start a new run folder")
