@@ -142,3 +142,25 @@ def test_a_run_that_fails_on_an_option_leaves_no_run_folder(tmp_path):
             (tmp_path / "kept" / "partial").write_text("x")
             raise RuntimeError("boom")
     assert list((tmp_path / "kept").iterdir()) == []  # the user's empty folder stays, emptied
+
+
+class _Locked(_Tiny):
+    """Like RAPTOR: a frozen part left out of its checkpoints, so Lightning loads non-strictly."""
+
+    def __init__(self, out=1):
+        super().__init__()
+        self.frozen = torch.nn.Linear(3, 3).requires_grad_(False)
+        self.lin = torch.nn.Linear(3, out)
+        self.strict_loading = False
+
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["state_dict"] = {k: v for k, v in checkpoint["state_dict"].items() if not k.startswith("frozen.")}
+
+
+def test_non_strict_module_resumes_and_a_mismatch_is_still_refused(tmp_path):
+    fit(_Locked(), _opts(), tmp_path, train_dataloaders=_loader())
+    trainer = fit(_Locked(), RunOptions(**{**_opts().to_dict(), "max_epochs": 2, "resume": True}), tmp_path,
+                  train_dataloaders=_loader())
+    assert trainer.global_step == 16
+    with pytest.raises(DataError, match=r"another model or architecture \(shape mismatch \(2\): lin.weight"):
+        fit(_Locked(out=2), _opts(resume=True), tmp_path, train_dataloaders=_loader())
