@@ -88,11 +88,20 @@ def _snapshot(path: Path) -> dict[str, bytes] | bytes:
     return {p.relative_to(path).as_posix(): p.read_bytes() for p in sorted(path.rglob("*")) if p.is_file()}
 
 
-@pytest.mark.parametrize("case", ["a file", "a folder of other things", "another kind of alan output"])
+@pytest.mark.parametrize("case", ["a file", "a folder of other things", "another kind of alan output",
+                                  "a path under a file"])
 @pytest.mark.parametrize("command", COMMANDS)
 def test_output_policy_refuses_and_keeps(run_cli, inputs, tmp_path, command, case):
     template, kind, _ = _commands(inputs)[command]
     out = tmp_path / "out"
+    if case == "a path under a file":
+        out.write_text("my notes")
+        before = _snapshot(out)
+        res = run_cli(*_argv(template, out / "sub"))
+        assert res.returncode == 2, res.stdout + res.stderr
+        assert "Traceback" not in res.stderr and "not a writable folder" in res.stderr
+        assert _snapshot(out) == before and sorted(p.name for p in tmp_path.iterdir()) == ["out"]
+        return
     if case == "a file":
         out.write_text("my notes")
     elif case == "a folder of other things":

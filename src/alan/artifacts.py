@@ -85,6 +85,7 @@ def check_output_dir(out: str | Path, kind: str) -> None:
     """
     out = Path(out)
     if not out.exists() and not out.is_symlink():
+        _check_parent(out)
         return
     if out.is_symlink() or not out.is_dir():
         raise ArtifactError(f"{out}: exists and is not a folder; refusing to replace it (choose another output path)")
@@ -100,16 +101,21 @@ def check_output_dir(out: str | Path, kind: str) -> None:
         raise ArtifactError(f"{out}: is an alan {found!r} output, not {kind!r}; refusing to replace it")
 
 
+def _check_parent(path: Path) -> None:
+    """Refuse `path` when its nearest existing ancestor is not a writable folder."""
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ArtifactError(f"{path}: cannot write under {parent} (not a writable folder)")
+
+
 def check_output_file(path: str | Path) -> None:
     """Refuse an output file path that is a folder or whose parent is not a writable folder."""
     path = Path(path)
     if path.is_dir():
         raise ArtifactError(f"{path}: is a folder; expected a file path")
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise ArtifactError(f"{path}: cannot write under {parent} (not a writable folder)")
+    _check_parent(path)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:
