@@ -108,7 +108,7 @@ def start_run(run_dir: str | Path, kind: str) -> None:
     run_dir.mkdir(parents=True, exist_ok=True)
     marker = run_dir / MARKER
     if not marker.is_file():
-        marker.write_text(json.dumps({"kind": kind, "complete": True}) + "\n")
+        marker.write_text(json.dumps({"kind": kind}) + "\n")
 
 
 def keep_earlier_logs(log_dir: Path) -> None:

@@ -45,7 +45,7 @@ def inspect(
         from rich.console import Console
         from rich.markup import escape
 
-        err = Console(stderr=True, highlight=False)
+        err = Console(stderr=True, highlight=False, soft_wrap=True)
         for line in problems:
             err.print(f"[bold red]error:[/] {escape(line)}")
         err.print(f"{len(problems)} problem(s) in {summary['bad_records']} of {summary['items']} records")

@@ -247,7 +247,7 @@ def check_frames(frames: np.ndarray, path: Path, n_frames: int | None, height: i
         raise fail(path, f"decoded frames are {got[1]}x{got[2]} but {listed_in} says {height}x{width}")
     if n_frames is not None and got[0] != n_frames:
         why = "truncated or corrupt" if got[0] < n_frames else "the listed count is wrong"
-        raise fail(path, f"decodes to {got[0]} frames but {listed_in} says {n_frames} ({why})")
+        raise fail(path, f"decodes to {got[0]} frame{'s' if got[0] != 1 else ''} but {listed_in} says {n_frames} ({why})")
     return frames
 
 
@@ -303,9 +303,12 @@ def write_video(path: Path, frames: np.ndarray, fps: float, codec: str = "FFV1")
     finally:
         writer.release()
     try:
-        read_video(path, T, H, W, listed_in="the writer")
-    except DataError as e:
-        raise fail(path, f"writing the video failed (disk full or quota?): {e.problem}") from None
+        back = read_video(path)
+    except DataError:
+        back = np.empty((0, H, W), np.uint8)
+    if back.shape != frames.shape:
+        raise fail(path, f"writing the video failed (disk full or quota?): {T} frames of {H}x{W} written, "
+                         f"{back.shape[0]} of {back.shape[1]}x{back.shape[2]} read back")
     return path
 
 

@@ -63,12 +63,22 @@ def staging(out: str | Path, force: bool = False) -> Iterator[Path]:
             (out / MARKER).write_text(json.dumps({"kind": DATASET_KIND, "complete": True}) + "\n")
     try:
         with atomic_dir(out, DATASET_KIND) as tmp:
-            yield tmp
+            try:
+                yield tmp
+            except OSError as e:  # disk full, quota, file size limit
+                where = f" ({_inside_tmp(e.filename, tmp)})" if getattr(e, "filename", None) else ""
+                raise DataError(out, f"writing the dataset failed{where}: {e.strerror or e}; nothing was written") from None
+            except DataError as e:  # name the file as it would have been in `out`, not in the temporary
+                if e.path is None or tmp not in e.path.parents:
+                    raise
+                raise DataError(out, f"{_inside_tmp(e.path, tmp)}: {e.problem}; nothing was written") from None
     except ArtifactError as e:
         raise DataError(out, str(e).removeprefix(f"{out}: ")) from None
-    except OSError as e:  # disk full, quota, file size limit: nothing is left behind
-        where = f" ({Path(e.filename).name})" if getattr(e, "filename", None) else ""
-        raise DataError(out, f"writing the dataset failed{where}: {e.strerror or e}; nothing was written") from None
+
+
+def _inside_tmp(path: str | Path, tmp: Path) -> str:
+    path = Path(path)
+    return path.relative_to(tmp).as_posix() if tmp in path.parents else path.name
 
 
 def _top_rng(seed: int) -> np.random.Generator:
