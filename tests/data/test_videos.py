@@ -141,5 +141,5 @@ def test_truncated_avi_is_refused_on_decode(tmp_path):
     path.write_bytes(data[: len(data) * 6 // 10])
     (r,) = videos.read(tmp_path).records
     assert r.n_frames == 20
-    with pytest.raises(DataError, match=r"a\.avi: decodes to \d+ frames but its container says 20"):
+    with pytest.raises(DataError, match=r"a\.avi: decodes to \d+ frames? but its container says 20"):
         r.frames
