@@ -240,6 +240,11 @@ def test_same_seed_same_data_same_head_hash(inputs, tmp_path):
     assert heads[0].hash == heads[1].hash  # wall-clock times are kept, outside the hash
     cfg = json.loads((tmp_path / "run0" / "head" / "config.json").read_text())
     assert cfg["run_info"]["wall_s"] > 0 and "wall_s" not in cfg["training"]
-    other = train_raptor(bb, records, tmp_path / "run2", n_parcels=4, length=8,
+    # options that do not change the model do not change the hash: a progress bar, and --resume
+    # with nothing to resume from
+    same = train_raptor(bb, records, tmp_path / "run2", n_parcels=4, length=8,
+                        opts=RunOptions(**{**opts.to_dict(), "progress": True, "resume": True}))
+    assert same.hash == heads[0].hash
+    other = train_raptor(bb, records, tmp_path / "run3", n_parcels=4, length=8,
                          opts=RunOptions(**{**opts.to_dict(), "seed": 4}))
     assert other.hash != heads[0].hash

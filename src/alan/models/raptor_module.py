@@ -198,6 +198,9 @@ def token_stats(module: RaptorModule, loader: DataLoader) -> tuple[torch.Tensor,
 
 
 RUN_KIND = "raptor_run"
+#: Run options that do not change the head (a progress bar; resuming reproduces the uninterrupted
+#: run): kept in the artifact's non-hashed ``run_info``.
+NOT_HASHED_OPTIONS = ("resume", "progress")
 
 
 def train_raptor(backbone: Any, records: list[Record], out_dir: str | Path, *, n_parcels: int = 64,
@@ -246,12 +249,13 @@ def train_raptor(backbone: Any, records: list[Record], out_dir: str | Path, *, n
                 token_cache.close()
     head = module.head.cpu().eval()
     training = {
-        "run": opts.to_dict(), "lr": lr, "optimizer": "Adam", "clip_length": length, "period": period,
+        "run": {k: v for k, v in opts.to_dict().items() if k not in NOT_HASHED_OPTIONS}, "lr": lr, "optimizer": "Adam", "clip_length": length, "period": period,
         "short": short, "cache": mode, "cache_bytes": nbytes, "standardize_tokens": standardize_tokens,
         "n_records": len(dataset), "n_frames": int(sum(dataset.n_frames)),
     }
     save_head(head, out_dir / "head", backbone_hash=getattr(backbone, "hash", None),
               loss={"preset": preset_name, **asdict(cfg)}, training=training,
               meta={"data": data or {}, "backbone_arch": backbone.config.arch, "grid": backbone.grid},
-              run_info={"epoch_s": timer.times, "wall_s": time.perf_counter() - t0})  # times: not hashed
+              run_info={"epoch_s": timer.times, "wall_s": time.perf_counter() - t0,  # not hashed
+                        **{k: getattr(opts, k) for k in NOT_HASHED_OPTIONS}})
     return head
