@@ -232,7 +232,7 @@ def _echonet_video(seq_seed: np.random.SeedSequence, root: Path, size: str, code
     v = echonet_video(seq_seed, size)
     seq, name, fps = v["seq"], v["name"], v["fps"]
     T, H, W = seq.frames.shape
-    path = write_video(root / "Videos" / f"{name}.avi", seq.frames, fps, codec)  # read back: a failed write raises
+    write_video(root / "Videos" / f"{name}.avi", seq.frames, fps, codec)  # read back: a failed write raises
     row = [name, _fmt(seq.ef), _fmt(seq.esv), _fmt(seq.edv), H, W, int(fps), T, split]
     order = [seq.es, seq.ed] if v["es_rows_first"] else [seq.ed, seq.es]
     traces = [[f"{name}.avi", _fmt(x1), _fmt(y1), _fmt(x2), _fmt(y2), f] for f in order for x1, y1, x2, y2 in seq.tracings[f]]
