@@ -170,7 +170,7 @@ def bench_cache(args: argparse.Namespace) -> None:
                               checkpoint_every_n_steps=None)
             t0 = time.perf_counter()
             head = train_raptor(bb, records, tmp, n_parcels=32, cache=mode, opts=opts)
-            times[mode] = (time.perf_counter() - t0, head.config["training"]["epoch_s"])
+            times[mode] = (time.perf_counter() - t0, head.config["run_info"]["epoch_s"])
         total, epochs = times[mode]
         print(f"  cache {mode:>6}: total {total:6.1f} s, epochs " + " ".join(f"{e:.1f}" for e in epochs))
     off, mem = times["off"], times["memory"]

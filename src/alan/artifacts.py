@@ -27,8 +27,14 @@ WEIGHTS = "weights.safetensors"
 CONFIG = "config.json"
 
 
+UNHASHED = ("hash", "run_info")
+"""Config keys outside the content hash: the hash itself, and ``run_info`` (how long the run took,
+and other facts about when and how it ran that do not determine the model), so that the same
+seed on the same data gives the same hash."""
+
+
 def content_hash(tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> str:
-    """sha256 over the tensors (name, dtype, shape, bytes, sorted by name) and the config."""
+    """sha256 over the tensors (name, dtype, shape, bytes, sorted by name) and the config (less `UNHASHED`)."""
     h = hashlib.sha256()
     for name in sorted(tensors):
         t = tensors[name].detach().cpu().contiguous()
@@ -36,7 +42,7 @@ def content_hash(tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> st
         h.update(str(t.dtype).encode())
         h.update(str(tuple(t.shape)).encode())
         h.update(t.reshape(-1).view(torch.uint8).numpy().tobytes() if t.numel() else b"")
-    cfg = {k: v for k, v in config.items() if k != "hash"}
+    cfg = {k: v for k, v in config.items() if k not in UNHASHED}
     h.update(json.dumps(cfg, sort_keys=True, default=str).encode())
     return h.hexdigest()[:16]
 
@@ -88,6 +94,7 @@ def check_output_dir(out: str | Path, kind: str) -> None:
     """
     out = Path(out)
     if not out.exists() and not out.is_symlink():
+        _check_parent(out)
         return
     if out.is_symlink() or not out.is_dir():
         raise ArtifactError(f"{out}: exists and is not a folder; refusing to replace it (choose another output path)")
@@ -103,16 +110,21 @@ def check_output_dir(out: str | Path, kind: str) -> None:
         raise ArtifactError(f"{out}: is an alan {found!r} output, not {kind!r}; refusing to replace it")
 
 
+def _check_parent(path: Path) -> None:
+    """Refuse `path` when its nearest existing ancestor is not a writable folder."""
+    parent = path.parent
+    while not parent.exists() and parent != parent.parent:
+        parent = parent.parent
+    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
+        raise ArtifactError(f"{path}: cannot write under {parent} (not a writable folder)")
+
+
 def check_output_file(path: str | Path) -> None:
     """Refuse an output file path that is a folder or whose parent is not a writable folder."""
     path = Path(path)
     if path.is_dir():
         raise ArtifactError(f"{path}: is a folder; expected a file path")
-    parent = path.parent
-    while not parent.exists():
-        parent = parent.parent
-    if not parent.is_dir() or not os.access(parent, os.W_OK | os.X_OK):
-        raise ArtifactError(f"{path}: cannot write under {parent} (not a writable folder)")
+    _check_parent(path)
 
 
 def atomic_write_bytes(path: str | Path, data: bytes) -> None:

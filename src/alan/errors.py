@@ -17,6 +17,13 @@ class DataError(AlanError):
         self.problem = problem
         super().__init__(f"{path}: {problem}" if path is not None else problem)
 
+    def __reduce__(self):  # picklable, so that an error in a worker process reaches the parent intact
+        return type(self), (self.path, self.problem)
+
 
 class ArtifactError(AlanError):
     """A model artifact that is missing, corrupt, or incompatible with what it is used with."""
+
+
+class DataWarning(UserWarning):
+    """Data that can be used but look wrong (an unknown split, a value read as missing); names the file."""

@@ -4,12 +4,21 @@ Scale-out is Lightning's: `accelerator`, `devices`, `num_nodes` and `strategy` g
 `lightning.Trainer`, so one machine with N GPUs, torchrun and SLURM all work as Lightning
 documents; nothing here is a distributed layer of its own. A run folder holds
 ``checkpoints/last.ckpt`` (saved every `checkpoint_every_n_steps` and at each epoch end) and
-``logs/`` (CSV, optionally TensorBoard); ``resume=True`` continues from ``last.ckpt``.
+``logs/`` (CSV, optionally TensorBoard); ``resume=True`` continues from ``last.ckpt``, after
+checking that the checkpoint is safe to load and fits the model, and says so in one line.
+
+`run_folder(run_dir, kind)` is the output policy of a run folder: it must be absent, empty, or an
+earlier run of the same kind (a hidden marker says which); a run that fails before its first
+checkpoint (a bad option, bad data) leaves no run folder behind.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import json
+import shutil
+import sys
+from collections.abc import Iterator, Sequence
+from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -18,7 +27,8 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from alan.errors import AlanError
+from alan.artifacts import MARKER, check_output_dir, output_kind
+from alan.errors import AlanError, ArtifactError
 from alan.step_estimate import StepTimeEstimate
 
 
@@ -51,6 +61,55 @@ class RunOptions:
 def last_checkpoint(run_dir: str | Path) -> Path | None:
     path = Path(run_dir) / "checkpoints" / "last.ckpt"
     return path if path.is_file() else None
+
+
+def check_run_dir(run_dir: str | Path, kind: str) -> None:
+    """Refuse a run folder that holds anything but an earlier run of `kind` (see `run_folder`).
+
+    A folder with ``checkpoints/last.ckpt`` and no marker (written before markers existed) counts
+    as an earlier run, so that it can still be resumed.
+    """
+    run_dir = Path(run_dir)
+    if run_dir.is_dir() and output_kind(run_dir) is None and last_checkpoint(run_dir) is not None:
+        return
+    try:
+        check_output_dir(run_dir, kind)
+    except ArtifactError as e:
+        raise ArtifactError(f"{e} (a run folder)") from None
+
+
+@contextmanager
+def run_folder(run_dir: str | Path, kind: str) -> Iterator[Path]:
+    """The run folder `run_dir`, checked before any work and marked as a run of `kind`.
+
+    If the block fails before the run wrote its first checkpoint, what it created is removed
+    (the folder itself if it did not exist or was empty); a run with a checkpoint is kept so
+    that ``--resume`` can continue it.
+    """
+    run_dir = Path(run_dir)
+    check_run_dir(run_dir, kind)
+    top = run_dir  # the outermost folder this run would create
+    while not top.parent.exists():
+        top = top.parent
+    existed = run_dir.is_dir()
+    fresh = not existed or not any(run_dir.iterdir())
+    try:
+        yield run_dir
+    except BaseException:
+        if fresh and last_checkpoint(run_dir) is None:
+            shutil.rmtree(run_dir if existed else top, ignore_errors=True)
+            if existed and not run_dir.exists():
+                run_dir.mkdir()
+        raise
+
+
+def start_run(run_dir: str | Path, kind: str) -> None:
+    """Create the run folder and its marker: called when work starts, not before."""
+    run_dir = Path(run_dir)
+    run_dir.mkdir(parents=True, exist_ok=True)
+    marker = run_dir / MARKER
+    if not marker.is_file():
+        marker.write_text(json.dumps({"kind": kind}) + "\n")
 
 
 def keep_earlier_logs(log_dir: Path) -> None:
@@ -112,13 +171,39 @@ def _sync_batchnorm(opts: RunOptions) -> bool:
 
 def fit(module: L.LightningModule, opts: RunOptions, run_dir: str | Path, *, train_dataloaders: Any = None,
         val_dataloaders: Any = None, datamodule: Any = None, callbacks: Sequence[Callback] = (),
-        **overrides: Any) -> L.Trainer:
-    """Seed, build the trainer, and fit; with ``opts.resume`` continue from ``last.ckpt`` if present."""
+        kind: str | None = None, **overrides: Any) -> L.Trainer:
+    """Seed, build the trainer, and fit; with ``opts.resume`` continue from ``last.ckpt`` if present.
+
+    The trainer is built (and its options checked) before the run folder is created; `kind`
+    marks the folder (default ``<module class>_run``). A checkpoint to resume from is loaded
+    safely and checked against `module` first: a truncated, unsafe or foreign one is a one-line
+    `DataError`. Resuming prints one line with the step it continues from.
+    """
+    import torch
+
+    from alan.models.weights import SAFE_GLOBALS, read_training_checkpoint
+
     L.seed_everything(opts.seed, workers=True, verbose=False)
     ckpt_path = last_checkpoint(run_dir) if opts.resume else None
     if ckpt_path is not None:
-        keep_earlier_logs(Path(run_dir) / "logs")
+        ckpt = read_training_checkpoint(ckpt_path, module)
+        _say(f"resuming from {ckpt_path}: step {int(ckpt.get('global_step', 0))}, epoch {int(ckpt.get('epoch', 0))}")
+        del ckpt
+    elif opts.resume:
+        _say(f"nothing to resume in {run_dir} (no checkpoints/last.ckpt): starting from step 0")
     trainer = make_trainer(opts, run_dir, callbacks, **overrides)
-    trainer.fit(module, train_dataloaders=train_dataloaders, val_dataloaders=val_dataloaders,
-                datamodule=datamodule, ckpt_path=ckpt_path)
+    start_run(run_dir, kind or f"{type(module).__name__.lower()}_run")
+    if ckpt_path is not None:
+        keep_earlier_logs(Path(run_dir) / "logs")
+    with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
+        trainer.fit(module, train_dataloaders=train_dataloaders, val_dataloaders=val_dataloaders,
+                    datamodule=datamodule, ckpt_path=ckpt_path, weights_only=True)
     return trainer
+
+
+def _say(line: str) -> None:
+    from lightning.pytorch.utilities import rank_zero_only
+
+    if rank_zero_only.rank == 0:
+        sys.stderr.write(line + "\n")
+        sys.stderr.flush()

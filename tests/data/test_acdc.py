@@ -114,3 +114,14 @@ def test_frames_are_writable_copies(tmp_path):
     a = r.frames
     a[...] = 0
     assert r.frames.any()
+
+
+def test_cine_symlink_outside_the_root_is_refused(acdc_data, tmp_path):
+    import os
+
+    root, _ = acdc_data
+    cine = root / "training" / "patient001" / "patient001_4d.nii.gz"
+    cine.rename(tmp_path / "cine.nii.gz")
+    os.symlink(tmp_path / "cine.nii.gz", cine)
+    with pytest.raises(DataError, match=r"patient001_4d\.nii\.gz: points outside the dataset root"):
+        acdc.read(root)

@@ -177,3 +177,29 @@ def test_empty_folder(tmp_path):
     (tmp_path / "training").mkdir()
     with pytest.raises(DataError, match="empty folder"):
         camus.read(tmp_path)
+
+
+def test_mhd_data_file_outside_the_root_is_refused(tmp_path):
+    root = write_camus_2019(tmp_path / "camus", {"patient0001": {"4CH": camus_patient()}})
+    pdir = root / "training" / "patient0001"
+    header = pdir / "patient0001_4CH_sequence.mhd"
+    secret = tmp_path / "secret.raw"
+    (pdir / "patient0001_4CH_sequence.raw").rename(secret)
+    text = header.read_text().replace("ElementDataFile = patient0001_4CH_sequence.raw",
+                                      "ElementDataFile = ../../../secret.raw")
+    assert text != header.read_text()
+    header.write_text(text)
+    with pytest.raises(DataError, match=r"secret\.raw: points outside the dataset root .*referenced by "
+                                        r"patient0001_4CH_sequence\.mhd"):
+        camus.read(root)
+
+
+def test_ground_truth_symlink_outside_the_root_is_refused(tmp_path):
+    import os
+
+    root = write_camus_nifti(tmp_path / "camus", {"patient0001": {"4CH": camus_patient()}})
+    gt = root / "database_nifti" / "patient0001" / "patient0001_4CH_half_sequence_gt.nii.gz"
+    gt.rename(tmp_path / "gt.nii.gz")
+    os.symlink(tmp_path / "gt.nii.gz", gt)
+    with pytest.raises(DataError, match=r"half_sequence_gt\.nii\.gz: points outside the dataset root"):
+        camus.read(root)

@@ -6,7 +6,7 @@ import os
 import cv2
 import numpy as np
 import pytest
-from fixtures import ellipse_tracing, random_frames, write_echonet
+from fixtures import ellipse_tracing, random_frames, write_avi, write_echonet
 from skimage.draw import polygon
 
 from alan.data import echonet, open_dataset
@@ -161,16 +161,23 @@ def test_empty_filelist(tmp_path):
         echonet.read(tmp_path)
 
 
-def test_tracings_beyond_video_and_unknown_video_are_skipped(echonet_data):
+def test_tracing_of_a_frame_the_video_lacks_is_an_error(echonet_data):
     root, _ = echonet_data
     with open(root / "VolumeTracings.csv", "a", newline="") as f:
         w = csv.writer(f)
         for row in ellipse_tracing(10, 10, 5, 3):
             w.writerow(["0X3C.avi", *row, 99])
+    with pytest.raises(DataError, match="VolumeTracings.csv: 0X3C is traced at frame 99, but the video has 4 frames"):
+        echonet.read(root)
+
+
+def test_tracings_of_an_unknown_video_are_skipped(echonet_data):
+    root, _ = echonet_data
+    with open(root / "VolumeTracings.csv", "a", newline="") as f:
+        w = csv.writer(f)
+        for row in ellipse_tracing(10, 10, 5, 3):
             w.writerow(["0XGONE.avi", *row, 0])
-    ds = echonet.read(root)
-    assert ds.skipped == {"traced frame beyond NumberOfFrames": 1, "tracings of a video not in FileList.csv": 1}
-    assert {r.id: r for r in ds}["0X3C"].annotated == ()
+    assert echonet.read(root).skipped == {"tracings of a video not in FileList.csv": 1}
 
 
 def test_listing_10000_rows_decodes_nothing(tmp_path, monkeypatch):
@@ -201,3 +208,76 @@ def test_listing_10000_rows_decodes_nothing(tmp_path, monkeypatch):
     assert len(ds) == n and ds.splits() == {"train": 3334, "val": 3333, "test": 3333}
     traced = [r for r in ds if r.annotated]
     assert len(traced) == len(range(0, n, 7)) and all((r.ed, r.es) == (40, 10) for r in traced)
+
+
+# ---------------------------------------------------------------- decode-time checks, containment, odd values
+def test_truncated_video_fails_on_decode_naming_it(echonet_data):
+    root, _ = echonet_data
+    path = root / "Videos" / "0X1A.avi"
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) // 2])
+    rec = {r.id: r for r in echonet.read(root)}["0X1A"]
+    with pytest.raises(DataError, match=r"0X1A\.avi: decodes to \d frames? but FileList\.csv says 6"):
+        rec.frames
+
+
+def test_video_shorter_than_listed_is_an_error(echonet_data):
+    # a video whose FileList row claims more frames than it has: a traced frame past the end would
+    # otherwise be an IndexError far downstream
+    root, videos = echonet_data
+    write_avi(root / "Videos" / "0X1A.avi", videos[0]["frames"][:3])
+    rec = {r.id: r for r in echonet.read(root)}["0X1A"]
+    with pytest.raises(DataError, match="decodes to 3 frames but FileList.csv says 6"):
+        rec.frames
+
+
+def test_image_renamed_avi_is_refused(echonet_data):
+    root, _ = echonet_data
+    ok, png = cv2.imencode(".png", random_frames(1, 36, 44)[0])
+    (root / "Videos" / "0X3C.avi").write_bytes(png.tobytes())
+    rec = {r.id: r for r in echonet.read(root)}["0X3C"]
+    with pytest.raises(DataError, match=r"0X3C\.avi: cannot open video: not a valid \.avi file \(its content is a PNG"):
+        rec.frames
+
+
+def test_video_symlink_out_of_the_root_is_refused(echonet_data, tmp_path):
+    root, _ = echonet_data
+    outside = tmp_path / "elsewhere.avi"
+    (root / "Videos" / "0X2B.avi").rename(outside)
+    os.symlink(outside, root / "Videos" / "0X2B.avi")
+    with pytest.raises(DataError, match=r"0X2B\.avi: points outside the dataset root .* \(referenced by FileList\.csv\)"):
+        echonet.read(root)
+    # a symlink that stays inside the root is fine
+    (root / "Videos" / "0X2B.avi").unlink()
+    (root / "store").mkdir()
+    outside.rename(root / "store" / "0X2B.avi")
+    os.symlink(root / "store" / "0X2B.avi", root / "Videos" / "0X2B.avi")
+    assert len(echonet.read(root)) == 3
+
+
+def _edit_filelist(root, column, row, value):
+    import pandas as pd
+
+    df = pd.read_csv(root / "FileList.csv", dtype=str)
+    df.loc[row, column] = value
+    df.to_csv(root / "FileList.csv", index=False)
+
+
+def test_unknown_split_warns(echonet_data):
+    from alan.errors import DataWarning
+
+    root, _ = echonet_data
+    _edit_filelist(root, "Split", 2, "HOLDOUT")
+    with pytest.warns(DataWarning, match=r"FileList\.csv: line 4: unknown Split 'holdout'"):
+        ds = echonet.read(root)
+    assert ds.splits() == {"train": 1, "val": 1, "holdout": 1}
+
+
+def test_non_numeric_ef_warns_naming_the_file(echonet_data):
+    from alan.errors import DataWarning
+
+    root, _ = echonet_data
+    _edit_filelist(root, "EF", 0, "sixty")
+    with pytest.warns(DataWarning, match=r"FileList\.csv: line 2: EF is not a number \('sixty'\)"):
+        ds = echonet.read(root)
+    assert np.isnan({r.id: r for r in ds}["0X1A"].meta["EF"])

@@ -4,6 +4,7 @@ import json
 import subprocess
 import sys
 
+import cv2
 import numpy as np
 import pytest
 import typer
@@ -106,3 +107,31 @@ def test_cli_json_end_to_end(camus_data):
     assert p.returncode == 0, p.stderr
     s = json.loads(p.stdout)
     assert s["format"] == "camus" and s["items"] == 2 and s["annotated_frames"] == 4
+
+
+def test_decode_reports_every_problem_and_exits_2(echonet_data):
+    root, videos = echonet_data
+    from fixtures import write_avi
+
+    write_avi(root / "Videos" / "0X1A.avi", videos[0]["frames"][:2])  # shorter than FileList says
+    ok, png = cv2.imencode(".png", videos[2]["frames"][0])
+    (root / "Videos" / "0X3C.avi").write_bytes(png.tobytes())  # an image renamed .avi
+    s = summarize(open_dataset(root), decode=True)
+    assert s["bad_records"] == 2 and len(s["problems"]) == 2
+    assert "0X1A.avi: decodes to 2 frames but FileList.csv says 6" in s["problems"][0]
+    assert "0X3C.avi: cannot open video" in s["problems"][1]
+    assert s["decoded_frames"] == videos[1]["frames"].shape[0]  # the good one
+    result = CliRunner().invoke(_cli(), ["data", "inspect", str(root), "--decode", "--json"])
+    assert result.exit_code == 2
+    assert json.loads(result.stdout)["problems"] == s["problems"]
+    # without --decode nothing is decoded, so nothing is found
+    assert "problems" not in summarize(open_dataset(root))
+
+
+def test_decode_on_a_good_dataset_exits_0(echonet_data):
+    root, videos = echonet_data
+    result = CliRunner().invoke(_cli(), ["data", "inspect", str(root), "--decode", "--json"])
+    assert result.exit_code == 0, result.output
+    s = json.loads(result.stdout)
+    assert s["problems"] == [] and s["bad_records"] == 0
+    assert s["decoded_frames"] == sum(v["frames"].shape[0] for v in videos)

@@ -105,3 +105,16 @@ def test_corrupt_png(tmed2_data):
     r = tmed2.read(root).records[0]
     with pytest.raises(DataError, match=r"101s1_0\.png: cannot decode image"):
         r.frames
+
+
+def test_image_symlink_outside_the_root_is_refused(tmed2_data, tmp_path):
+    import os
+
+    root, _ = tmed2_data
+    from pathlib import Path
+
+    png = Path(tmed2.read(root).records[0].source)
+    png.rename(tmp_path / "elsewhere.png")
+    os.symlink(tmp_path / "elsewhere.png", png)
+    with pytest.raises(DataError, match=f"{png.name}: points outside the dataset root"):
+        tmed2.read(root)

@@ -122,3 +122,24 @@ def test_dicom_without_image_is_counted(tmp_path):
     (tmp_path / "DICOMDIR").write_bytes(b"\0" * 128 + b"DICM" + b"\xff" * 20)
     ds = videos.read(tmp_path)
     assert [r.id for r in ds] == ["v"] and ds.skipped == {"DICOM file without image data": 1}
+
+
+def test_symlink_outside_the_folder_is_refused(tmp_path):
+    import os
+
+    root = tmp_path / "root"
+    write_avi(root / "in.avi", random_frames(3, 8, 8))
+    write_avi(tmp_path / "out.avi", random_frames(3, 8, 8))
+    os.symlink(tmp_path / "out.avi", root / "link.avi")
+    with pytest.raises(DataError, match=r"link\.avi: points outside the dataset root"):
+        videos.read(root)
+
+
+def test_truncated_avi_is_refused_on_decode(tmp_path):
+    path = write_avi(tmp_path / "a.avi", random_frames(20, 24, 30, 1))
+    data = path.read_bytes()
+    path.write_bytes(data[: len(data) * 6 // 10])
+    (r,) = videos.read(tmp_path).records
+    assert r.n_frames == 20
+    with pytest.raises(DataError, match=r"a\.avi: decodes to \d+ frames? but its container says 20"):
+        r.frames

@@ -388,7 +388,7 @@ def test_fit_keeps_the_best_class_set_and_with_interior_swaps_only_the_set():
 def small_fit(**params):
     parcels = blobby(8, size=48, k=10, low=6, seed=4)
     masks = np.stack([ellipse(48, 48, 24, 24, 14, 10)] * 8)
-    prov = {"backbone": "b0b0", "head": "h1h1"}
+    prov = {"backbone_hash": "b0b0", "head_hash": "h1h1"}
     return ParcelToSegment(n_parcels=10, **params).fit(parcels, masks, provenance=prov), parcels
 
 
@@ -399,7 +399,7 @@ def test_json_round_trip(tmp_path):
     doc = json.loads(path.read_text())
     assert doc["interior_parcels"] == model.interior_parcels_
     assert doc["hyperparameters"]["closing_radius"] == 4 and doc["target"] == "LV"
-    assert doc["provenance"] == {"backbone": "b0b0", "head": "h1h1"}
+    assert doc["provenance"] == {"backbone_hash": "b0b0", "head_hash": "h1h1"}
     loaded = ParcelToSegment.from_json(path)
     assert loaded.get_params() == model.get_params()
     np.testing.assert_array_equal(loaded.interior_, model.interior_)
@@ -436,12 +436,12 @@ def test_hand_edited_interior_list_is_used(tmp_path):
 
 def test_provenance_refusal(tmp_path):
     model, _ = small_fit(snake=False)
-    model.check_provenance({"backbone": "b0b0", "head": "h1h1"})
-    model.check_provenance({"backbone": "b0b0"})  # unknown keys are not compared
-    with pytest.raises(ArtifactError, match="head h1h1, not ffff") as err:
-        model.check_provenance({"backbone": "b0b0", "head": "ffff"})
+    model.check_provenance({"backbone_hash": "b0b0", "head_hash": "h1h1"})
+    model.check_provenance({"backbone_hash": "b0b0"})  # unknown keys are not compared
+    with pytest.raises(ArtifactError, match="head_hash h1h1, not ffff") as err:
+        model.check_provenance({"backbone_hash": "b0b0", "head_hash": "ffff"})
     assert "\n" not in str(err.value)
     path = tmp_path / "lv.json"
     model.to_json(path)
     with pytest.raises(ArtifactError, match=re.escape(str(path))):
-        ParcelToSegment.from_json(path).check_provenance({"backbone": "other"})
+        ParcelToSegment.from_json(path).check_provenance({"backbone_hash": "other"})

@@ -6,7 +6,15 @@ from alan.errors import ArtifactError
 
 def test_matching_and_partial_keys_pass():
     check_provenance({"backbone_hash": "a", "head_hash": "b", "work_size": 112}, {"backbone_hash": "a"}, what="m")
-    check_provenance({}, {"backbone_hash": "a"}, what="m")  # a hand-made model without provenance
+
+
+def test_model_without_provenance_is_refused():
+    # an empty record would otherwise match any backbone and head
+    with pytest.raises(ArtifactError, match="records no provenance") as e:
+        check_provenance({}, {"backbone_hash": "a", "head_hash": "b"}, what="LV model", path="lv.json")
+    assert str(e.value).startswith("lv.json: ") and "\n" not in str(e.value)
+    with pytest.raises(ArtifactError, match="records no provenance"):
+        check_provenance(None, {"backbone_hash": "a"}, what="m")
 
 
 def test_different_hash_is_refused_with_one_line():

@@ -150,3 +150,106 @@ def test_cli_train_then_parcels_and_hash_check(tmp_path):
     res = runner.invoke(app, ["parcels", str(vids), "--backbone", str(tmp_path / "other"), "--head",
                               str(tmp_path / "run"), "--out", str(tmp_path / "out2")])
     assert isinstance(res.exception, ArtifactError) and "trained on backbone" in str(res.exception)
+
+
+# ---------------------------------------------------------------- no half-written output
+def _records(n, bad_last=False):
+    rng = np.random.default_rng(6)
+    out = [Record(f"r{i}", load_frames=(lambda v=rng.integers(0, 256, (3, 24, 24), dtype=np.uint8): v), n_frames=3)
+           for i in range(n)]
+    if bad_last:
+        from alan.errors import DataError
+
+        def broken():
+            raise DataError("r_bad.avi", "decodes to 1 frames but its container says 3 (truncated or corrupt)")
+        out.append(Record("r_bad", load_frames=broken, n_frames=3))
+    return out
+
+
+def test_a_bad_last_video_leaves_no_maps(model, tmp_path):
+    from alan.errors import DataError
+
+    bb, head = model
+    with pytest.raises(DataError, match="r_bad.avi"):
+        P.run_parcels(_records(2, bad_last=True), bb, head, tmp_path / "out", overlay="none", progress=False)
+    assert list(tmp_path.iterdir()) == []  # neither the maps of the good records nor a temporary
+
+
+def test_rerun_replaces_an_earlier_parcels_output_but_nothing_else(model, tmp_path):
+    from alan.errors import ArtifactError
+
+    bb, head = model
+    out = tmp_path / "out"
+    P.run_parcels(_records(2), bb, head, out, overlay="none", progress=False)
+    run = P.run_parcels(_records(1), bb, head, out, overlay="none", progress=False)
+    assert sorted(p.name for p in (out / "maps").iterdir()) == ["r0.npz"] and run.maps == [out / "maps" / "r0.npz"]
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    with pytest.raises(ArtifactError, match="not an alan output"):
+        P.run_parcels(_records(1), bb, head, tmp_path / "mine", overlay="none", progress=False)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+_KILLED_RUN = """
+import os, signal, sys
+import numpy as np, torch
+from alan.models.backbones import create_backbone
+from alan.models.raptor import RaptorHead
+from alan.pipelines.parcels import run_parcels
+from alan.records import Record
+
+torch.manual_seed(0)
+bb = create_backbone("vit_tiny_p8_112").eval()
+head = RaptorHead(bb.embed_dim, 12).eval()
+frames = np.zeros((3, 24, 24), np.uint8)
+def third():
+    os.kill(os.getpid(), signal.SIGKILL)  # kill -9 in the middle of the run, after two maps
+records = [Record("a", load_frames=lambda: frames), Record("b", load_frames=lambda: frames),
+           Record("c", load_frames=third)]
+run_parcels(records, bb, head, sys.argv[1], overlay="none", progress=False)
+"""
+
+
+def test_killed_run_leaves_no_visible_output_and_a_rerun_cleans_up(model, tmp_path):
+    import subprocess
+    import sys
+
+    out = tmp_path / "out"
+    p = subprocess.run([sys.executable, "-c", _KILLED_RUN, str(out)], capture_output=True, text=True, timeout=300)
+    assert p.returncode == -9, p.stderr
+    assert not out.exists()
+    (stale,) = tmp_path.iterdir()  # the killed run's hidden temporary, marked incomplete
+    assert stale.name.startswith(".out.tmp-")
+    assert json.loads((stale / ".alan-output.json").read_text())["complete"] is False
+    assert len(list((stale / "maps").glob("*.npz"))) == 2
+    bb, head = model
+    P.run_parcels(_records(2), bb, head, out, overlay="none", progress=False)
+    assert [q.name for q in tmp_path.iterdir()] == ["out"]  # the stale temporary is gone
+    assert json.loads((out / ".alan-output.json").read_text()) == {"kind": "parcels", "complete": True}
+
+
+_FSIZE_LIMITED = """
+import resource, sys
+import numpy as np
+resource.setrlimit(resource.RLIMIT_FSIZE, (4096, 4096))
+from alan.errors import AlanError
+from alan.pipelines.parcels import write_parcels
+arr = np.random.default_rng(0).integers(0, 200, (20, 64, 64)).astype(np.uint8)  # compresses to > 4 kB
+try:
+    write_parcels(sys.argv[1], arr, "r", 200, "h", "b", as_=sys.argv[2])
+except AlanError as e:
+    print(e)
+    sys.exit(2)
+"""
+
+
+@pytest.mark.parametrize("as_", ["npz", "nifti"])
+def test_a_write_that_fails_part_way_raises_and_leaves_nothing(tmp_path, as_):
+    import subprocess
+    import sys
+
+    p = subprocess.run([sys.executable, "-c", _FSIZE_LIMITED, str(tmp_path / "r"), as_], capture_output=True,
+                       text=True, timeout=120)
+    assert p.returncode == 2, p.stdout + p.stderr
+    assert "writing the parcel map failed (File too large)" in p.stdout and "Traceback" not in p.stderr
+    assert list(tmp_path.iterdir()) == []

@@ -28,7 +28,8 @@ def inspect(
     format: Format = typer.Option(Format.auto, "--format", "-f", help="Dataset format; auto detects it."),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object to stdout."),
     items: bool = typer.Option(False, "--items", help="Also list every record."),
-    decode: bool = typer.Option(False, "--decode", help="Decode every record's frames to check them."),
+    decode: bool = typer.Option(False, "--decode", help="Decode every record once, check it against the listing "
+                                "and report every problem (exit code 2 if there is any)."),
 ) -> None:
     """Summarise a dataset: items, splits, classes, annotated frames, mask pixels.
 
@@ -44,6 +45,16 @@ def inspect(
         sys.stdout.write(json.dumps(summary) + "\n")
     else:
         _print(summary)
+    problems = summary.get("problems") or []
+    if problems:
+        from rich.console import Console
+        from rich.markup import escape
+
+        err = Console(stderr=True, highlight=False, soft_wrap=True)
+        for line in problems:
+            err.print(f"[bold red]error:[/] {escape(line)}")
+        err.print(f"{len(problems)} problem(s) in {summary['bad_records']} of {summary['items']} records")
+        raise typer.Exit(2)
 
 
 def _print(s: dict) -> None:
@@ -54,7 +65,7 @@ def _print(s: dict) -> None:
     overview = Table(title=f"{s['format']} dataset at {s['root']}", show_header=False)
     overview.add_column(style="bold")
     overview.add_column(justify="right")
-    for key in ("items", "patients", "frames", "annotated_frames", "decoded_frames"):
+    for key in ("items", "patients", "frames", "annotated_frames", "decoded_frames", "bad_records"):
         if key in s:
             overview.add_row(key.replace("_", " "), str(s[key]))
     console.print(overview)

@@ -69,16 +69,50 @@ def quiet_libraries() -> None:
         logging.getLogger(name).setLevel(logging.WARNING)
 
 
+def one_line_data_warnings() -> None:
+    """A `DataWarning` is shown as one ``warning: FILE: problem`` line (no source location)."""
+    import warnings
+
+    from alan.errors import DataWarning
+
+    plain = warnings.showwarning
+
+    def show(message, category, filename, lineno, file=None, line=None):
+        if issubclass(category, DataWarning):
+            err.print(f"[bold yellow]warning:[/] {escape(str(message))}", markup=True)
+        else:
+            plain(message, category, filename, lineno, file, line)
+
+    warnings.showwarning = show
+
+
 def main() -> None:
+    """Run the CLI: an `AlanError` or a bad option value is one line on stderr and exit code 2."""
+    from typer.core import _click  # the click that typer bundles
+
     quiet_libraries()
+    one_line_data_warnings()
     try:
-        app()
+        code = app(standalone_mode=False)
+    except _click.exceptions.NoArgsIsHelpError as e:  # a group without its command: show its help
+        from typer import rich_utils
+
+        rich_utils.rich_format_error(e)
+        sys.exit(e.exit_code)
+    except _click.exceptions.ClickException as e:
+        where = f" (see `{e.ctx.command_path} --help`)" if getattr(e, "ctx", None) is not None else ""
+        err.print(f"[bold red]error:[/] {escape(e.format_message())}{escape(where)}", markup=True)
+        sys.exit(e.exit_code)
+    except typer.Abort:
+        err.print("aborted")
+        sys.exit(1)
     except AlanError as e:
         err.print(f"[bold red]error:[/] {escape(str(e))}", markup=True)
         sys.exit(2)
     except KeyboardInterrupt:
         err.print("interrupted")
         sys.exit(130)
+    sys.exit(code if isinstance(code, int) else 0)
 
 
 if __name__ == "__main__":

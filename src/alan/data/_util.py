@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import os
 import re
+import warnings
 from collections.abc import Iterable, Mapping
 from functools import lru_cache
 from pathlib import Path, PurePosixPath, PureWindowsPath
@@ -14,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from alan.errors import DataError
+from alan.errors import DataError, DataWarning
 
 PATIENT_DIR = re.compile(r"^patient\d+$")
 
@@ -40,6 +41,49 @@ def safe_join(root: Path, name: object, listed_in: Path, what: str = "file name"
     return root.joinpath(*posix.parts)
 
 
+def inside(root: Path, path: Path, listed_in: Path | None = None) -> Path:
+    """`path` if it (after following every symlink) lies under the dataset `root`, else a `DataError`.
+
+    A symlink or a header reference that leaves the root is refused, never followed silently.
+    """
+    real, base = Path(os.path.realpath(path)), Path(os.path.realpath(root))
+    if real != base and base not in real.parents:
+        via = f" (referenced by {listed_in.name})" if listed_in is not None else ""
+        raise fail(path, f"points outside the dataset root {root} (to {real}){via}; refusing to read it")
+    return path
+
+
+def mhd_data_files(header: Path) -> list[Path]:
+    """The data files a MetaImage (.mhd) header names in ``ElementDataFile`` (none if LOCAL).
+
+    Handles a single file, ``LIST`` (one file per following line) and the printf form
+    ``pattern min max step``; names are relative to the header's folder unless absolute.
+    """
+    try:
+        lines = header.read_text(encoding="utf-8", errors="replace").splitlines()
+    except OSError as e:
+        raise fail(header, f"cannot read: {e}") from None
+    for i, line in enumerate(lines):
+        key, sep, value = line.partition("=")
+        if not sep or key.strip() != "ElementDataFile":
+            continue
+        value = value.strip()
+        if value.upper() == "LOCAL":
+            return []
+        if value.upper().startswith("LIST"):
+            names = [ln.strip() for ln in lines[i + 1:] if ln.strip()]
+        elif "%" in value and len(value.split()) == 4:
+            pattern, lo, hi, step = value.split()
+            try:
+                names = [pattern % k for k in range(int(lo), int(hi) + 1, int(step) or 1)]
+            except (TypeError, ValueError):
+                raise fail(header, f"cannot parse ElementDataFile {value!r}") from None
+        else:
+            names = [value]
+        return [header.parent / n for n in names]
+    raise fail(header, "MetaImage header has no ElementDataFile")
+
+
 def require_file(path: Path, listed_in: Path | None = None) -> Path:
     if not path.is_file():
         where = f" (referenced by {listed_in.name})" if listed_in is not None else ""
@@ -50,6 +94,25 @@ def require_file(path: Path, listed_in: Path | None = None) -> Path:
 def patient_dirs(folder: Path) -> list[Path]:
     """Sorted ``patientNNN`` sub-folders of `folder`."""
     return sorted(p for p in folder.iterdir() if p.is_dir() and PATIENT_DIR.match(p.name))
+
+
+SPLITS = ("train", "val", "test")
+
+
+def split_names(values: Iterable[object], path: Path, column: str, known: Iterable[str] = SPLITS) -> list[str | None]:
+    """Split cells in lower case (None if empty); a value outside `known` is kept as its own split,
+    with one `DataWarning` per such value naming the file, the column and the first line."""
+    known = tuple(known)
+    out = [v.strip().lower() if isinstance(v, str) and v.strip() else None for v in values]
+    first: dict[str, int] = {}
+    for i, name in enumerate(out):
+        if name is not None and name not in known:
+            first.setdefault(name, i)
+    for name, i in first.items():
+        n = out.count(name)
+        warn(path, f"line {i + 2}: unknown {column} {name!r} ({n} row{'s' if n > 1 else ''}; expected "
+                   f"{', '.join(known)}); kept as a split of its own")
+    return out
 
 
 # --------------------------------------------------------------------------- tables
@@ -72,12 +135,28 @@ def read_csv(path: Path, required: Iterable[str], text_columns: Iterable[str] = 
     return df
 
 
+def warn(path: str | Path | None, problem: str) -> None:
+    """A `DataWarning` naming the file: the data are usable, but something in them is off."""
+    warnings.warn(f"{path}: {one_line(problem)}" if path is not None else one_line(problem), DataWarning, stacklevel=3)
+
+
 def numeric_column(df, column: str, path: Path, *, integer: bool = False,
                    positive: bool = False, allow_nan: bool = False) -> np.ndarray:
-    """Column as float (or int) array; a bad cell is reported with its CSV line number."""
+    """Column as float (or int) array; a bad cell is reported with its CSV line number.
+
+    With `allow_nan`, empty cells become NaN, and so does text that is not a number, with a
+    `DataWarning` naming the file, the line and the value.
+    """
     import pandas as pd
 
     values = pd.to_numeric(df[column], errors="coerce").to_numpy(dtype=float)
+    if allow_nan:
+        text = df[column].astype(str).str.strip()
+        garbled = np.isnan(values) & df[column].notna().to_numpy() & ~text.str.lower().isin(["", "nan"]).to_numpy()
+        if garbled.any():
+            i = int(np.argmax(garbled))
+            more = f" and {int(garbled.sum()) - 1} more" if garbled.sum() > 1 else ""
+            warn(path, f"line {i + 2}: {column} is not a number ({df[column].iloc[i]!r}{more}); read as missing")
     bad = ~np.isfinite(values) if not allow_nan else np.isinf(values)
     if integer:
         bad |= np.isfinite(values) & (values != np.round(values))
@@ -158,12 +237,32 @@ def rgb_to_gray(rgb: np.ndarray) -> np.ndarray:
     return cv2.cvtColor(flat, cv2.COLOR_RGB2GRAY).reshape(*lead, h, w)
 
 
-def read_video(path: Path) -> np.ndarray:
-    """Decode a video with OpenCV into gray uint8 frames (T, H, W) (BGR -> gray)."""
+def check_frames(frames: np.ndarray, path: Path, n_frames: int | None, height: int | None, width: int | None,
+                 listed_in: str) -> np.ndarray:
+    """`frames` (T, H, W) if they match what `listed_in` (a file name, "its header") says, else a `DataError`."""
+    got = tuple(frames.shape)
+    if len(got) != 3:
+        raise fail(path, f"decoded frames have shape {got}, expected (frames, height, width)")
+    if (height is not None and got[1] != height) or (width is not None and got[2] != width):
+        raise fail(path, f"decoded frames are {got[1]}x{got[2]} but {listed_in} says {height}x{width}")
+    if n_frames is not None and got[0] != n_frames:
+        why = "truncated or corrupt" if got[0] < n_frames else "the listed count is wrong"
+        raise fail(path, f"decodes to {got[0]} frame{'s' if got[0] != 1 else ''} but {listed_in} says {n_frames} ({why})")
+    return frames
+
+
+def read_video(path: Path, n_frames: int | None = None, height: int | None = None, width: int | None = None,
+               listed_in: str = "its header") -> np.ndarray:
+    """Decode a video with OpenCV into gray uint8 frames (T, H, W) (BGR -> gray).
+
+    Given `n_frames`/`height`/`width` (what the metadata in `listed_in` claims), the decoded
+    frames must match them: a truncated or mislabelled file is a `DataError`, not fewer frames.
+    """
     import cv2
 
     if not path.is_file():
         raise fail(path, "file not found")
+    check_container(path)
     cap = cv2.VideoCapture(str(path))
     frames = []
     try:
@@ -180,13 +279,68 @@ def read_video(path: Path) -> np.ndarray:
         cap.release()
     if not frames:
         raise fail(path, "video has no decodable frames (corrupt or empty)")
-    return to_uint8(np.stack(frames), path)
+    if len({f.shape for f in frames}) > 1:
+        raise fail(path, "frames of different sizes (corrupt or not a video)")
+    return check_frames(to_uint8(np.stack(frames), path), path, n_frames, height, width, listed_in)
+
+
+def write_video(path: Path, frames: np.ndarray, fps: float, codec: str = "FFV1") -> Path:
+    """Write gray uint8 frames (T, H, W) with OpenCV and check the result by decoding it back.
+
+    OpenCV's writer reports no failed write (a full disk only prints a warning), so the file is
+    read back: a frame count or size other than what was written is a `DataError`.
+    """
+    import cv2
+
+    frames = np.asarray(frames)
+    T, H, W = frames.shape
+    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), float(fps), (W, H))
+    if not writer.isOpened():
+        raise fail(path, f"OpenCV cannot write a video with fourcc {codec!r}")
+    try:
+        for frame in frames:
+            writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
+    finally:
+        writer.release()
+    try:
+        back = read_video(path)
+    except DataError:
+        back = np.empty((0, H, W), np.uint8)
+    if back.shape != frames.shape:
+        raise fail(path, f"writing the video failed (disk full or quota?): {T} frames of {H}x{W} written, "
+                         f"{back.shape[0]} of {back.shape[1]}x{back.shape[2]} read back")
+    return path
+
+
+_MP4_BOXES = (b"ftyp", b"moov", b"mdat", b"wide", b"free", b"skip", b"pnot")
+_IMAGE_MAGIC = ((b"\x89PNG", "a PNG image"), (b"\xff\xd8\xff", "a JPEG image"), (b"GIF8", "a GIF image"),
+                (b"BM", "a BMP image"), (b"II*\x00", "a TIFF image"), (b"MM\x00*", "a TIFF image"))
+
+
+def check_container(path: Path) -> None:
+    """Refuse a file whose bytes are not the container its suffix names (e.g. an image renamed .avi)."""
+    suffix = path.suffix.lower()
+    try:
+        with open(path, "rb") as f:
+            head = f.read(12)
+    except OSError as e:
+        raise fail(path, f"cannot read: {e}") from None
+    if suffix == ".avi":
+        ok = head[:4] == b"RIFF" and head[8:12] == b"AVI "
+    elif suffix in (".mp4", ".mov", ".m4v"):
+        ok = head[4:8] in _MP4_BOXES
+    else:
+        return
+    if not ok:
+        what = next((name for magic, name in _IMAGE_MAGIC if head.startswith(magic)), "not recognised" if head else "empty")
+        raise fail(path, f"cannot open video: not a valid {suffix} file (its content is {what})")
 
 
 def video_info(path: Path) -> dict[str, Any]:
     """Frame count, size and FPS from the container (opens it; decodes no frame)."""
     import cv2
 
+    check_container(path)
     cap = cv2.VideoCapture(str(path))
     try:
         if not cap.isOpened():
@@ -248,7 +402,7 @@ def sitk_info(path: Path) -> dict[str, Any]:
     try:
         reader.ReadImageInformation()
     except RuntimeError as e:
-        raise fail(path, f"cannot read image header: {_sitk_message(e)}") from None
+        raise fail(path, f"cannot read image header: {sitk_message(e)}") from None
     return {"size": tuple(reader.GetSize()), "spacing": tuple(reader.GetSpacing())}
 
 
@@ -260,10 +414,10 @@ def sitk_array(path: Path) -> np.ndarray:
     try:
         return sitk.GetArrayFromImage(sitk.ReadImage(str(path)))
     except RuntimeError as e:
-        raise fail(path, f"cannot read image: {_sitk_message(e)}") from None
+        raise fail(path, f"cannot read image: {sitk_message(e)}") from None
 
 
-def _sitk_message(e: Exception) -> str:
+def sitk_message(e: Exception) -> str:
     lines = [ln.strip() for ln in str(e).splitlines() if ln.strip()]
     useful = [ln for ln in lines if "Exception thrown" not in ln and not ln.startswith("sitk::")]
     return (useful or lines or ["unknown error"])[-1]

@@ -18,7 +18,8 @@ Orientation: nibabel's voxel array is indexed (X, Y, Z, T) with X fastest on dis
 equals SimpleITK's ``GetArrayFromImage(ReadImage(f))[t, z]`` for the same file (SimpleITK reverses
 the axis order), so CMR images here are row-major like every other reader. No reorientation by
 the affine is applied. Spacing (row, col) = (pixdim Y, pixdim X). Listing reads headers only; a
-patient's 4-D volume is decoded once and cached while its slices are read in turn.
+patient's 4-D volume is decoded once and cached while its slices are read in turn. Every file
+must resolve inside the dataset root (a symlink out of it is refused).
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from pathlib import Path
 import numpy as np
 
 from alan.data import Dataset
-from alan.data._util import (cfg_index, check_shape, fail, label_masks, nifti_array_cached,
+from alan.data._util import (cfg_index, check_shape, fail, inside, label_masks, nifti_array_cached,
                              nifti_header, patient_dirs, read_cfg, require_file)
 from alan.records import Record
 
@@ -47,20 +48,20 @@ def read(root: Path) -> Dataset:
     for sub, split in FOLDERS:
         if (root / sub).is_dir():
             for pdir in patient_dirs(root / sub):
-                records.extend(_patient(pdir, split))
+                records.extend(_patient(root, pdir, split))
     if not records:
         raise fail(root, "empty folder: no patientNNN/ folders under training/ or testing/")
     return Dataset(format="acdc", root=root, records=records)
 
 
-def _patient(pdir: Path, split: str) -> list[Record]:
+def _patient(root: Path, pdir: Path, split: str) -> list[Record]:
     pid = pdir.name
-    cfg_path = pdir / "Info.cfg"
+    cfg_path = inside(root, pdir / "Info.cfg")
     cfg = read_cfg(cfg_path, required=("ED", "ES"))
     group = cfg.get("Group")
     if group is not None and group not in GROUPS:
         raise fail(cfg_path, f"unknown Group {group!r} (expected {', '.join(GROUPS)})")
-    cine = require_file(pdir / f"{pid}_4d.nii.gz", cfg_path)
+    cine = inside(root, require_file(pdir / f"{pid}_4d.nii.gz", cfg_path))
     img = nifti_header(cine)
     if len(img.shape) != 4:
         raise fail(cine, f"expected a 4-D (X, Y, Z, T) image, got shape {img.shape}")
@@ -70,7 +71,7 @@ def _patient(pdir: Path, split: str) -> list[Record]:
     present = [p for p in gts.values() if p.is_file()]
     if present:
         for p in gts.values():
-            require_file(p, cfg_path)
+            inside(root, require_file(p, cfg_path))
     else:
         gts = {}
     zooms = img.header.get_zooms()

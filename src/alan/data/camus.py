@@ -25,7 +25,9 @@ Both releases are read, one `Record` per (patient, view), id ``patientXXXX_4CH``
 Orientation: SimpleITK's ``GetArrayFromImage`` gives (N, H, W); nibabel's voxel array is its full
 transpose (W, H, N), which this reader undoes, so the same data give identical (T, H, W) arrays
 in both releases. Spacing (row, col) comes from the header. ED/ES are 0-based indices into the
-sequence and ES may precede ED. Listing reads headers and cfg files only.
+sequence and ES may precede ED. Listing reads headers and cfg files only; decoding checks the
+frames against the header. Every file, and every data file an ``.mhd`` header names
+(``ElementDataFile``), must resolve inside the dataset root.
 """
 
 from __future__ import annotations
@@ -37,8 +39,9 @@ from typing import Any
 import numpy as np
 
 from alan.data import Dataset
-from alan.data._util import (cfg_index, check_shape, fail, label_masks, nifti_array, nifti_header,
-                             patient_dirs, read_cfg, require_file, safe_join, sitk_array, sitk_info)
+from alan.data._util import (cfg_index, check_frames, check_shape, fail, inside, label_masks, mhd_data_files,
+                             nifti_array, nifti_header, patient_dirs, read_cfg, require_file, safe_join,
+                             sitk_array, sitk_info)
 from alan.records import Record
 
 VIEWS = {"2CH": "A2C", "4CH": "A4C"}
@@ -65,17 +68,26 @@ def _read_2019(root: Path) -> Dataset:
             continue
         for pdir in patient_dirs(folder):
             for view in _views(pdir):
-                records.append(_record_2019(pdir, view, split))
+                records.append(_record_2019(root, pdir, view, split))
     if not records:
         raise fail(root, "empty folder: no patientXXXX/ folders with CAMUS files under training/ or testing/")
     return Dataset(format="camus", root=root, records=records)
 
 
-def _record_2019(pdir: Path, view: str, split: str) -> Record:
+def _contained(root: Path, path: Path) -> Path:
+    """`path` (and, for a MetaImage header, every data file it names) inside the dataset root."""
+    inside(root, path)
+    if path.suffix.lower() == ".mhd" and path.is_file():
+        for data in mhd_data_files(path):
+            inside(root, data, path)
+    return path
+
+
+def _record_2019(root: Path, pdir: Path, view: str, split: str) -> Record:
     pid = pdir.name
-    cfg_path = pdir / f"Info_{view}.cfg"
+    cfg_path = _contained(root, pdir / f"Info_{view}.cfg")
     cfg = read_cfg(cfg_path, required=("ED", "ES"))
-    seq = require_file(pdir / f"{pid}_{view}_sequence.mhd", cfg_path)
+    seq = _contained(root, require_file(pdir / f"{pid}_{view}_sequence.mhd", cfg_path))
     info = sitk_info(seq)
     if len(info["size"]) != 3:
         raise fail(seq, f"expected a 3-D (x, y, frame) sequence, got size {info['size']}")
@@ -83,9 +95,11 @@ def _record_2019(pdir: Path, view: str, split: str) -> Record:
     ed, es = cfg_index(cfg, "ED", n, cfg_path), cfg_index(cfg, "ES", n, cfg_path)
     gts = {ed: pdir / f"{pid}_{view}_ED_gt.mhd", es: pdir / f"{pid}_{view}_ES_gt.mhd"}
     gts = _both_or_none(gts)
+    for p in gts.values():
+        _contained(root, p)
     return Record(
         id=f"{pid}_{view}",
-        load_frames=partial(_frames_sitk, seq),
+        load_frames=partial(_frames_sitk, seq, (n, h, w)),
         n_frames=n, height=h, width=w,
         load_masks=partial(_masks, gts, (h, w), seq, _image_sitk) if gts else None,
         annotated=tuple(sorted(gts)),
@@ -96,9 +110,9 @@ def _record_2019(pdir: Path, view: str, split: str) -> Record:
     )
 
 
-def _frames_sitk(path: Path) -> np.ndarray:
+def _frames_sitk(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     arr = sitk_array(path)
-    return arr if arr.ndim == 3 else arr[None]
+    return check_frames(arr if arr.ndim == 3 else arr[None], path, *shape, listed_in="its header")
 
 
 def _image_sitk(path: Path) -> np.ndarray:
@@ -114,7 +128,7 @@ def _read_nifti(root: Path) -> Dataset:
     records = []
     for pdir in patient_dirs(base):
         for view in _views(pdir):
-            records.append(_record_nifti(pdir, view, splits.get(pdir.name)))
+            records.append(_record_nifti(root, pdir, view, splits.get(pdir.name)))
     if not records:
         raise fail(base, "empty folder: no patientXXXX/ folders with CAMUS files")
     return Dataset(format="camus", root=root, records=records)
@@ -128,6 +142,7 @@ def _read_splits(folder: Path, base: Path) -> dict[str, str]:
         path = folder / f"subgroup_{stem}.txt"
         if not path.is_file():
             continue
+        inside(folder.parent, path)
         for name in path.read_text(encoding="utf-8", errors="replace").split():
             pdir = safe_join(base, name, path, "patient name")
             if not pdir.is_dir():
@@ -136,11 +151,11 @@ def _read_splits(folder: Path, base: Path) -> dict[str, str]:
     return splits
 
 
-def _record_nifti(pdir: Path, view: str, split: str | None) -> Record:
+def _record_nifti(root: Path, pdir: Path, view: str, split: str | None) -> Record:
     pid = pdir.name
-    cfg_path = pdir / f"Info_{view}.cfg"
+    cfg_path = inside(root, pdir / f"Info_{view}.cfg")
     cfg = read_cfg(cfg_path, required=("ED", "ES"))
-    seq = require_file(pdir / f"{pid}_{view}_half_sequence.nii.gz", cfg_path)
+    seq = inside(root, require_file(pdir / f"{pid}_{view}_half_sequence.nii.gz", cfg_path))
     img = nifti_header(seq)
     shape = img.shape if len(img.shape) == 3 else (*img.shape, 1) if len(img.shape) == 2 else None
     if shape is None:
@@ -150,17 +165,20 @@ def _record_nifti(pdir: Path, view: str, split: str | None) -> Record:
     seq_gt = pdir / f"{pid}_{view}_half_sequence_gt.nii.gz"
     load_masks, annotated = None, ()
     if seq_gt.is_file():
+        inside(root, seq_gt)
         load_masks = partial(_masks_sequence, seq_gt, (n, h, w), seq)
         annotated = tuple(range(n))
     else:
         gts = _both_or_none({ed: pdir / f"{pid}_{view}_ED_gt.nii.gz", es: pdir / f"{pid}_{view}_ES_gt.nii.gz"})
         if gts:
+            for p in gts.values():
+                inside(root, p)
             load_masks = partial(_masks, gts, (h, w), seq, _image_nifti)
             annotated = tuple(sorted(gts))
     zooms = img.header.get_zooms()
     return Record(
         id=f"{pid}_{view}",
-        load_frames=partial(_frames_nifti, seq),
+        load_frames=partial(_frames_nifti, seq, (n, h, w)),
         n_frames=n, height=h, width=w,
         load_masks=load_masks, annotated=annotated,
         ed=ed, es=es, label=VIEWS[view], split=split, patient=pid,
@@ -175,9 +193,9 @@ def nifti_to_rows(arr: np.ndarray) -> np.ndarray:
     return np.ascontiguousarray(arr.T)
 
 
-def _frames_nifti(path: Path) -> np.ndarray:
+def _frames_nifti(path: Path, shape: tuple[int, int, int]) -> np.ndarray:
     arr = nifti_to_rows(nifti_array(path))
-    return arr if arr.ndim == 3 else arr[None]
+    return check_frames(arr if arr.ndim == 3 else arr[None], path, *shape, listed_in="its header")
 
 
 def _image_nifti(path: Path) -> np.ndarray:

@@ -27,7 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from alan.data import Dataset
-from alan.data._util import fail, numeric_column, read_csv, read_video, safe_join
+from alan.data._util import fail, inside, numeric_column, read_csv, read_video, safe_join, split_names
 from alan.records import Record
 
 FILELIST_COLUMNS = ("FileName", "EF", "ESV", "EDV", "FrameHeight", "FrameWidth", "FPS",
@@ -67,7 +67,7 @@ def read(root: Path) -> Dataset:
     """List an EchoNet-Dynamic folder without decoding any video."""
     root = Path(root)
     filelist = root / "FileList.csv"
-    df = read_csv(filelist, FILELIST_COLUMNS, text_columns=("FileName", "Split"))
+    df = read_csv(inside(root, filelist), FILELIST_COLUMNS, text_columns=("FileName", "Split"))
     if len(df) == 0:
         raise fail(filelist, "no rows")
     videos_dir = root / "Videos"
@@ -80,8 +80,9 @@ def read(root: Path) -> Dataset:
     counts = numeric_column(df, "NumberOfFrames", filelist, integer=True, positive=True)
     meta_cols = {c: numeric_column(df, c, filelist, allow_nan=True) for c in ("EF", "ESV", "EDV", "FPS")}
 
+    splits = split_names(df["Split"].tolist(), filelist, "Split")
     skipped: Counter[str] = Counter()
-    tracings = _read_tracings(root / "VolumeTracings.csv")
+    tracings = _read_tracings(inside(root, root / "VolumeTracings.csv"))
     names = [_video_id(n) for n in df["FileName"].tolist()]
     dup = [n for n, c in Counter(names).items() if c > 1]
     if dup:
@@ -96,20 +97,21 @@ def read(root: Path) -> Dataset:
         if (rel not in present) if "/" not in rel else not path.is_file():
             raise fail(path, f"file not found (listed in {filelist.name} line {i + 2})")
         h, w, n = int(heights[i]), int(widths[i]), int(counts[i])
+        inside(root, path, filelist)
         traces = tracings.get(name, {})
-        if any(f >= n for f in traces):
-            skipped["traced frame beyond NumberOfFrames"] += sum(f >= n for f in traces)
-            traces = {f: c for f, c in traces.items() if f < n}
+        beyond = sorted(f for f in traces if f >= n)
+        if beyond:
+            raise fail(root / "VolumeTracings.csv", f"{name} is traced at frame {beyond[0]}, but the video has "
+                                                    f"{n} frames (0..{n - 1}) according to {filelist.name}")
         ed, es = _ed_es(traces)
-        split = df["Split"].iloc[i]
         records.append(Record(
             id=name,
-            load_frames=partial(_load_frames, path, h, w, filelist),
+            load_frames=partial(_load_frames, path, n, h, w, filelist),
             n_frames=n, height=h, width=w,
             load_masks=partial(_load_masks, traces, (h, w)) if traces else None,
             annotated=tuple(sorted(traces)),
             ed=ed, es=es, label=VIEW,
-            split=None if not isinstance(split, str) else split.strip().lower(),
+            split=splits[i],
             patient=name, source=str(path),
             meta={k: float(v[i]) for k, v in meta_cols.items()},
         ))
@@ -159,12 +161,8 @@ def _ed_es(traces: dict[int, np.ndarray]) -> tuple[int | None, int | None]:
     return (ed, es) if ed != es else (None, None)
 
 
-def _load_frames(path: Path, height: int, width: int, filelist: Path) -> np.ndarray:
-    frames = read_video(path)
-    if frames.shape[1:] != (height, width):
-        raise fail(path, f"decoded frames are {frames.shape[1]}x{frames.shape[2]} but "
-                         f"{filelist.name} says {height}x{width}")
-    return frames
+def _load_frames(path: Path, n_frames: int, height: int, width: int, filelist: Path) -> np.ndarray:
+    return read_video(path, n_frames, height, width, listed_in=filelist.name)
 
 
 def _load_masks(traces: dict[int, np.ndarray], shape: tuple[int, int]) -> dict[int, dict[str, np.ndarray]]:

@@ -12,27 +12,48 @@ from alan.errors import DataError
 def summarize(dataset: Dataset, items: bool = False, decode: bool = False) -> dict[str, Any]:
     """Counts of records, splits, classes, annotated frames and mask pixels.
 
-    Masks are loaded (no video is decoded unless `decode`, which also checks every record's
-    decoded frames against its listed size). ``mask_pixels`` sums foreground pixels per label
-    over all annotated frames at the files' own resolution. With `items`, ``records`` lists
-    each record's id, split, frame count, size, ED/ES and label.
+    Masks are loaded (no video is decoded unless `decode`). With `decode`, every record's
+    frames and masks are decoded once and checked against what the listing claims (frame count,
+    size; the readers check them too), and every problem found is collected, one line each, in
+    ``problems`` (a record with a problem is counted in ``bad_records``), instead of stopping at
+    the first. ``mask_pixels`` sums foreground pixels per label over all annotated frames at the
+    files' own resolution. With `items`, ``records`` lists each record's id, split, frame count,
+    size, ED/ES and label.
     """
     annotated = 0
     pixels: Counter[str] = Counter()
     decoded = 0
+    problems: list[str] = []
+    bad = 0
     for r in dataset:
-        if r.annotated:
-            masks = r.masks
-            annotated += len(masks)
-            for labels in masks.values():
-                for name, m in labels.items():
-                    pixels[name] += int(m.sum())
+        found = len(problems)
+        try:
+            if r.annotated:
+                masks = r.masks
+                annotated += len(masks)
+                for labels in masks.values():
+                    for name, m in labels.items():
+                        pixels[name] += int(m.sum())
+                if decode and r.n_frames is not None:
+                    beyond = sorted(f for f in masks if not 0 <= f < r.n_frames)
+                    if beyond:
+                        problems.append(f"{r.source}: mask of frame {beyond[0]}, but the record has {r.n_frames} frames")
+        except DataError as e:
+            if not decode:
+                raise
+            problems.append(str(e))
         if decode:
-            frames = r.frames
-            shape = (r.n_frames or frames.shape[0], r.height or frames.shape[1], r.width or frames.shape[2])
-            if frames.ndim != 3 or frames.shape[1:] != shape[1:]:
-                raise DataError(r.source, f"decoded frames have shape {frames.shape}, listed as {shape}")
-            decoded += frames.shape[0]
+            try:
+                frames = r.frames
+                got = tuple(frames.shape)
+                listed = (r.n_frames, r.height, r.width)
+                if len(got) != 3 or any(w is not None and g != w for g, w in zip(got, listed)):
+                    problems.append(f"{r.source}: decoded frames have shape {got}, listed as {listed}")
+                else:
+                    decoded += got[0]
+            except DataError as e:
+                problems.append(str(e))
+        bad += len(problems) > found
     out: dict[str, Any] = {
         "format": dataset.format,
         "root": str(dataset.root),
@@ -47,6 +68,8 @@ def summarize(dataset: Dataset, items: bool = False, decode: bool = False) -> di
     }
     if decode:
         out["decoded_frames"] = decoded
+        out["bad_records"] = bad
+        out["problems"] = problems
     if items:
         out["records"] = [
             {"id": r.id, "split": r.split, "frames": r.n_frames, "height": r.height, "width": r.width,

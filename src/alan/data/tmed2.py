@@ -26,7 +26,7 @@ from pathlib import Path
 import numpy as np
 
 from alan.data import Dataset
-from alan.data._util import fail, png_size, read_csv, read_image_gray, safe_join
+from alan.data._util import fail, inside, png_size, read_csv, read_image_gray, safe_join, split_names
 from alan.records import Record
 
 VIEWS = ("PLAX", "PSAX", "A4C", "A2C")
@@ -45,14 +45,13 @@ def read(root: Path, fold: int | None = 0, dev: str = "DEV479") -> Dataset:
     root = Path(root)
     if fold is None:
         table = root / "labels_per_image.csv"
-        df = read_csv(table, LABEL_COLUMNS, text_columns=LABEL_COLUMNS)
+        df = read_csv(inside(root, table), LABEL_COLUMNS, text_columns=LABEL_COLUMNS)
         folders, splits = None, [None] * len(df)
     else:
         table = fold_file(root, fold, dev)
-        df = read_csv(table, FOLD_COLUMNS, text_columns=(*FOLD_COLUMNS, "diagnosis_label"))
+        df = read_csv(inside(root, table), FOLD_COLUMNS, text_columns=(*FOLD_COLUMNS, "diagnosis_label"))
         folders = df["SourceFolder"].tolist()
-        splits = [s.strip().lower() if isinstance(s, str) and s.strip() else None
-                  for s in df["view_classifier_split"].tolist()]
+        splits = split_names(df["view_classifier_split"].tolist(), table, "view_classifier_split")
     if len(df) == 0:
         raise fail(table, "no rows")
     listings: dict[Path, set[str]] = {}
@@ -88,7 +87,7 @@ def read(root: Path, fold: int | None = 0, dev: str = "DEV479") -> Dataset:
         if key in seen:
             raise fail(table, f"line {i + 2}: duplicate query_key {key!r}")
         seen.add(key)
-        h, w = png_size(path)
+        h, w = png_size(inside(root, path, table))
         diagnosis = diagnoses[i]
         records.append(Record(
             id=Path(key).stem if key.lower().endswith(".png") else key,

@@ -5,7 +5,9 @@ One `Record` per file, id = its path relative to the folder without the extensio
 files would share an id), frames gray uint8 (T, H, W). DICOM pixel data may be (H, W), (T, H, W)
 or colour (T, H, W, 3) in RGB or YBR (converted to RGB, then to gray with OpenCV's luma weights);
 MONOCHROME1 is inverted. Listing opens each container for its frame count and size (OpenCV) or
-reads the DICOM header without pixel data; no frame is decoded.
+reads the DICOM header without pixel data; no frame is decoded. Decoding checks the frames
+against that count and size (a truncated file is an error, not a shorter video). A file or
+symlink that resolves outside the folder is refused.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from pathlib import Path
 import numpy as np
 
 from alan.data import Dataset
-from alan.data._util import fail, read_video, rgb_to_gray, to_uint8, video_info
+from alan.data._util import fail, inside, read_video, rgb_to_gray, to_uint8, video_info
 from alan.records import Record
 
 VIDEO_SUFFIXES = (".avi", ".mp4", ".mov", ".m4v")
@@ -69,6 +71,9 @@ def read(root: Path) -> Dataset:
         files, base = find_media(root), root
         if not files:
             raise fail(root, "empty folder: no AVI, MP4 or DICOM files found")
+    if root.is_dir():
+        for f in files:
+            inside(root, f)
     rel = [f.relative_to(base) for f in files]
     stems = Counter(r.with_suffix("").as_posix() for r in rel)
     records, skipped, first_skipped = [], Counter(), None
@@ -83,7 +88,9 @@ def read(root: Path) -> Dataset:
                 continue
         else:
             info = video_info(path)
-            record = Record(id=rid, load_frames=partial(read_video, path), n_frames=info["n_frames"],
+            record = Record(id=rid, load_frames=partial(read_video, path, info["n_frames"], info["height"],
+                                                        info["width"], "its container"),
+                            n_frames=info["n_frames"],
                             height=info["height"], width=info["width"], patient=rid,
                             source=str(path), meta={"FPS": info["fps"]})
         records.append(record)

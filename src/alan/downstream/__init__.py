@@ -25,9 +25,13 @@ def check_provenance(
 ) -> None:
     """Raise `ArtifactError` when a key recorded at fit time (e.g. "backbone_hash", "head_hash") has
     another value now, or when the two share no key at all (a naming slip would otherwise
-    skip the check). Keys missing on one side only are not compared."""
+    skip the check), or when nothing was recorded at all. Keys missing on one side only are
+    not compared."""
     expected, given = dict(expected or {}), dict(given or {})
     where = f"{path}: " if path is not None else ""
+    if not expected and any(v is not None for v in given.values()):
+        raise ArtifactError(f"{where}{what} records no provenance, so it cannot be matched to "
+                            f"{', '.join(sorted(k for k, v in given.items() if v is not None))}; refit it")
     if expected and given and not set(expected) & set(given):
         raise ArtifactError(f"{where}{what} records {sorted(expected)} but was checked against {sorted(given)}: "
                             "nothing in common, so its provenance cannot be verified")

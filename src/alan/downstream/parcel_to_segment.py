@@ -247,9 +247,14 @@ class ParcelToSegment(BaseEstimator):
     def check_provenance(self, provenance: Mapping[str, Any] | None) -> None:
         """Raise `ArtifactError` if `provenance` (e.g. backbone/head hashes) differs from the fit's."""
         check_is_fitted(self, "interior_")
-        check_provenance(
-            self.provenance_, provenance, what=f"parcel-to-segment model ({self.target})", path=getattr(self, "_path", None)
-        )
+        given = dict(provenance or {})
+        k = given.pop("n_parcels", None)
+        path = getattr(self, "_path", None)
+        if k is not None and int(k) != self.n_parcels_:
+            raise ArtifactError(f"{path or 'model'}: parcel-to-segment model ({self.target}) is for K={self.n_parcels_} "
+                                f"parcels, the head has K={int(k)}; use the head it was fitted with")
+        expected = {key: v for key, v in self.provenance_.items() if key != "n_parcels"}
+        check_provenance(expected, given, what=f"parcel-to-segment model ({self.target})", path=path)
 
     def to_dict(self) -> dict[str, Any]:
         check_is_fitted(self, "interior_")
@@ -289,24 +294,30 @@ class ParcelToSegment(BaseEstimator):
             doc = json.loads(path.read_text())
         except FileNotFoundError:
             raise ArtifactError(f"{path}: no such parcel-to-segment model file") from None
+        except IsADirectoryError:
+            raise ArtifactError(f"{path}: is a folder, expected a parcel-to-segment model JSON file") from None
+        except UnicodeDecodeError:
+            raise ArtifactError(f"{path}: not a text file (expected a parcel-to-segment model JSON file)") from None
         except json.JSONDecodeError as e:
             raise ArtifactError(f"{path}: invalid JSON ({e.msg} at line {e.lineno})") from None
-        if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-            raise ArtifactError(f"{path}: not a parcel-to-segment model (format != {FORMAT!r})")
-        if doc.get("format_version") != FORMAT_VERSION:
-            raise ArtifactError(f"{path}: unsupported format_version {doc.get('format_version')!r} (expected {FORMAT_VERSION})")
-        try:
-            k = int(doc["n_parcels"])
-            ids = [int(i) for i in doc["interior_parcels"]]
-            hyper = {name: v for name, v in doc.get("hyperparameters", {}).items() if name in _HYPER}
-            stats = doc.get("stats", {})
-        except (KeyError, TypeError, ValueError) as e:
-            raise ArtifactError(f"{path}: malformed parcel-to-segment model ({e})") from None
-        bad = [i for i in ids if not 0 <= i < k]
-        if bad:
-            raise ArtifactError(f"{path}: interior_parcels {bad} outside 0..{k - 1}")
-        hyper["target"] = doc.get("target", hyper.get("target", "LV"))
+        return cls.from_dict(doc, path)
+
+    @classmethod
+    def from_dict(cls, doc: Any, path: str | Path | None = None) -> ParcelToSegment:
+        """A model from its JSON document, validated in full (`alan.downstream.model_schema`):
+        every problem is one line of the `ArtifactError` raised, prefixed by `path`."""
+        from alan.downstream.model_schema import interior_ids, validate_model
+
+        problems = validate_model(doc, _HYPER)
+        if problems:
+            where = f"{path}: " if path is not None else ""
+            raise ArtifactError("\n".join(where + p for p in problems))
+        k = int(doc["n_parcels"])
+        ids, _ = interior_ids(doc["interior_parcels"], k)
+        hyper = {name: v for name, v in doc.get("hyperparameters", {}).items() if name in _HYPER}
+        hyper["target"] = doc["target"]
         hyper.setdefault("component_by", "regions")  # files written before the option counted regions
+        stats = doc.get("stats", {})
         model = cls(**hyper)
         model.n_parcels_ = k
         model.interior_ = np.zeros(k, dtype=bool)
@@ -314,7 +325,7 @@ class ParcelToSegment(BaseEstimator):
 
         def arr(name: str, dtype: Any, fill: Any) -> np.ndarray:
             v = stats.get(name)
-            if v is None or len(v) != k:
+            if v is None:
                 return np.full(k, fill, dtype=dtype)
             return np.array([fill if x is None else x for x in v], dtype=dtype)
 
@@ -327,8 +338,8 @@ class ParcelToSegment(BaseEstimator):
             "n_overlapping": arr("n_overlapping", np.int64, 0),
             "identified": arr("identified", bool, False),
         }
-        model.provenance_ = dict(doc.get("provenance") or {})
-        model._path = path
+        model.provenance_ = dict(doc["provenance"])
+        model._path = None if path is None else Path(path)
         return model
 
     @property

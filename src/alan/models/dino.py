@@ -39,7 +39,7 @@ from alan.data.frames import FrameDataModule, FrameDataset, fingerprint
 from alan.errors import AlanError
 from alan.models.backbones import Backbone, BackboneConfig, arch_spec, create_vit, gray_stats
 from alan.records import Record
-from alan.training import RunOptions, fit
+from alan.training import RunOptions, fit, run_folder
 from alan.transforms.multicrop import MultiCrop, _mix64, default_local_size, sample_keys
 
 
@@ -248,6 +248,9 @@ class DINO(L.LightningModule):
         return backbone.eval()
 
 
+RUN_KIND = "dino_run"
+
+
 def data_stats(dataset: FrameDataset, fp: str, run_dir: str | Path, max_records: int | None = None) -> tuple[float, float]:
     """Mean/std of the training frames, cached in ``run_dir/data_stats.json`` under the data fingerprint."""
     path = Path(run_dir) / "data_stats.json"
@@ -281,11 +284,13 @@ def train_dino(records: list[Record], config: DINOConfig, opts: RunOptions, run_
         raise AlanError(f"{len(dataset)} frames in split {split!r} is fewer than one batch of {opts.batch_size}; "
                         "lower --batch-size")
     fp = fingerprint(records, format, split=split, size=size)
-    mean, std = data_stats(dataset, fp, run_dir, stats_records)
-    L.seed_everything(opts.seed, workers=True, verbose=False)  # the initial weights are a function of the seed
-    module = DINO(config, mean=mean, std=std, seed=opts.seed, init=init)
-    dm = FrameDataModule(dataset, opts.batch_size, opts.num_workers, seed=opts.seed, window=window)
-    trainer = fit(module, opts, run_dir, datamodule=dm, callbacks=callbacks, use_distributed_sampler=False)
+    with run_folder(run_dir, RUN_KIND):  # a failure before the first checkpoint leaves no run folder
+        mean, std = data_stats(dataset, fp, run_dir, stats_records)
+        L.seed_everything(opts.seed, workers=True, verbose=False)  # the initial weights are a function of the seed
+        module = DINO(config, mean=mean, std=std, seed=opts.seed, init=init)
+        dm = FrameDataModule(dataset, opts.batch_size, opts.num_workers, seed=opts.seed, window=window)
+        trainer = fit(module, opts, run_dir, datamodule=dm, callbacks=callbacks, use_distributed_sampler=False,
+                      kind=RUN_KIND)
     if trainer.interrupted:
         raise AlanError(f"training interrupted; continue it with --resume (from {Path(run_dir) / 'checkpoints'})")
     digest = None

@@ -133,7 +133,7 @@ class Parcellator:
     @property
     def provenance(self) -> dict[str, Any]:
         return {"backbone_hash": getattr(self.backbone, "hash", None), "head_hash": getattr(self.head, "hash", None),
-                "work_size": self.work_size}
+                "n_parcels": int(getattr(self.head, "n_parcels", 0)) or None, "work_size": self.work_size}
 
     def cls_and_parcels(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(CLS features (N, D) float32, parcel maps (N, H, W)) in one backbone pass."""

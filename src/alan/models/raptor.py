@@ -182,8 +182,11 @@ def bundled_head(name: str = "phantom_default") -> Path:
 
 
 def save_head(head: RaptorHead, out_dir: str | Path, *, backbone_hash: str | None, loss: dict[str, Any] | None = None,
-              training: dict[str, Any] | None = None, meta: dict[str, Any] | None = None) -> str:
-    """Save `head` as a locked ``raptor_head`` artifact; returns (and sets) its content hash."""
+              training: dict[str, Any] | None = None, meta: dict[str, Any] | None = None,
+              run_info: dict[str, Any] | None = None) -> str:
+    """Save `head` as a locked ``raptor_head`` artifact; returns (and sets) its content hash.
+
+    `run_info` (e.g. wall-clock times) is stored but not hashed."""
     tensors = {k: v for k, v in head.state_dict().items()}
     config = {
         "kind": KIND,
@@ -196,6 +199,7 @@ def save_head(head: RaptorHead, out_dir: str | Path, *, backbone_hash: str | Non
         "loss": loss or {},
         "training": training or {},
         "meta": meta or {},
+        "run_info": run_info or {},
     }
     head.hash = save_artifact(out_dir, tensors, config)
     head.config = {**config, "hash": head.hash}

@@ -33,7 +33,7 @@ from alan.errors import AlanError
 from alan.models.raptor import RaptorHead, save_head
 from alan.models.straptor import PRESETS, StraptorConfig, StraptorLoss
 from alan.records import Record
-from alan.training import RunOptions, fit, last_checkpoint
+from alan.training import RunOptions, fit, last_checkpoint, run_folder
 
 CACHE_MODES = ("auto", "memory", "disk", "off")
 
@@ -197,6 +197,12 @@ def token_stats(module: RaptorModule, loader: DataLoader) -> tuple[torch.Tensor,
     return mean.float().cpu(), std.float().cpu()
 
 
+RUN_KIND = "raptor_run"
+#: Run options that do not change the head (a progress bar; resuming reproduces the uninterrupted
+#: run): kept in the artifact's non-hashed ``run_info``.
+NOT_HASHED_OPTIONS = ("resume", "progress")
+
+
 def train_raptor(backbone: Any, records: list[Record], out_dir: str | Path, *, n_parcels: int = 64,
                  loss: StraptorConfig | str = "reference", length: int = 16, period: int = 2, short: str = "pad",
                  lr: float = 5e-3, dropout: float = 0.2, cache: str = "auto", cache_budget: int | None = None,
@@ -219,37 +225,38 @@ def train_raptor(backbone: Any, records: list[Record], out_dir: str | Path, *, n
     n_tokens, dim = backbone.grid ** 2, backbone.embed_dim
     nbytes = TokenCache.nbytes_for(sum(dataset.n_frames), n_tokens, dim)
     mode = choose_cache(cache, nbytes, cache_budget)
-    token_cache = None
-    if mode != "off":
-        token_cache = TokenCache(dataset.n_frames, n_tokens, dim, out_dir / "token_cache.f16" if mode == "disk" else None)
-        dataset.skip_frames = token_cache.has
-    L.seed_everything(opts.seed, verbose=False)  # the head's init must not depend on what ran before in the process
-    head = RaptorHead(dim, n_parcels, dropout, position=position, grid=backbone.grid)
-    module = RaptorModule(backbone, head, StraptorLoss(cfg), lr=lr, cache=token_cache)
-    loader = DataLoader(dataset, batch_size=opts.batch_size, shuffle=True, num_workers=opts.num_workers,
-                        collate_fn=collate_clips, persistent_workers=False)
-    resuming = opts.resume and last_checkpoint(out_dir) is not None
-    if standardize_tokens and not resuming:
-        L.seed_everything(opts.seed, verbose=False)
-        mean, std = token_stats(module, loader)
-        head.token_mean.copy_(mean)
-        head.token_std.copy_(std)
-    timer = EpochTimer()
-    t0 = time.perf_counter()
-    try:
-        fit(module, opts, out_dir, train_dataloaders=loader, callbacks=[timer])
-    finally:
-        if token_cache is not None:
-            token_cache.close()
+    with run_folder(out_dir, RUN_KIND):  # a failure before the first checkpoint leaves no run folder
+        token_cache = None
+        if mode != "off":
+            token_cache = TokenCache(dataset.n_frames, n_tokens, dim, out_dir / "token_cache.f16" if mode == "disk" else None)
+            dataset.skip_frames = token_cache.has
+        L.seed_everything(opts.seed, verbose=False)  # the head's init must not depend on what ran before in the process
+        head = RaptorHead(dim, n_parcels, dropout, position=position, grid=backbone.grid)
+        module = RaptorModule(backbone, head, StraptorLoss(cfg), lr=lr, cache=token_cache)
+        loader = DataLoader(dataset, batch_size=opts.batch_size, shuffle=True, num_workers=opts.num_workers,
+                            collate_fn=collate_clips, persistent_workers=False)
+        resuming = opts.resume and last_checkpoint(out_dir) is not None
+        if standardize_tokens and not resuming:
+            L.seed_everything(opts.seed, verbose=False)
+            mean, std = token_stats(module, loader)
+            head.token_mean.copy_(mean)
+            head.token_std.copy_(std)
+        timer = EpochTimer()
+        t0 = time.perf_counter()
+        try:
+            fit(module, opts, out_dir, train_dataloaders=loader, callbacks=[timer], kind=RUN_KIND)
+        finally:
+            if token_cache is not None:
+                token_cache.close()
     head = module.head.cpu().eval()
     training = {
-        "run": opts.to_dict(), "lr": lr, "optimizer": "Adam", "clip_length": length, "period": period,
+        "run": {k: v for k, v in opts.to_dict().items() if k not in NOT_HASHED_OPTIONS}, "lr": lr, "optimizer": "Adam", "clip_length": length, "period": period,
         "short": short, "cache": mode, "cache_bytes": nbytes, "standardize_tokens": standardize_tokens,
-        "position": position,
-        "n_records": len(dataset), "n_frames": int(sum(dataset.n_frames)), "epoch_s": timer.times,
-        "wall_s": time.perf_counter() - t0,
+        "n_records": len(dataset), "n_frames": int(sum(dataset.n_frames)),
     }
     save_head(head, out_dir / "head", backbone_hash=getattr(backbone, "hash", None),
               loss={"preset": preset_name, **asdict(cfg)}, training=training,
-              meta={"data": data or {}, "backbone_arch": backbone.config.arch, "grid": backbone.grid})
+              meta={"data": data or {}, "backbone_arch": backbone.config.arch, "grid": backbone.grid},
+              run_info={"epoch_s": timer.times, "wall_s": time.perf_counter() - t0,  # not hashed
+                        **{k: getattr(opts, k) for k in NOT_HASHED_OPTIONS}})
     return head

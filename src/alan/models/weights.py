@@ -48,7 +48,7 @@ from alan.models.backbones import (
 #: The only non-tensor class a checkpoint may contain (the ``args`` of DINO's checkpoint.pth).
 SAFE_GLOBALS: tuple[type, ...] = (argparse.Namespace,)
 
-_UNSUPPORTED = re.compile(r"Unsupported global: GLOBAL ([\w.]+)")
+_UNSUPPORTED = re.compile(r"[Uu]nsupported (?:global: )?GLOBAL ([\w.]+)")
 
 
 def read_checkpoint(path: str | Path) -> Any:
@@ -70,12 +70,48 @@ def read_checkpoint(path: str | Path) -> Any:
             raise DataError(path, f"refusing to unpickle: the file needs {m.group(1)}, and only tensors, plain "
                                   "containers and argparse.Namespace are allowed; re-save it as a plain state "
                                   "dict or safetensors") from None
-        detail = str(e).split("WeightsUnpickler error:")[-1].strip().splitlines()
+        text = str(e)
+        if "WeightsUnpickler error:" not in text and "Weights only load failed" not in text:  # a broken pickle
+            first = _no_advice((text.strip().splitlines() or [""])[0]) or type(e).__name__
+            raise DataError(path, f"not a PyTorch checkpoint (truncated or corrupt: {first})") from None
+        detail = text.split("WeightsUnpickler error:")[-1].strip().splitlines()
+        first = _no_advice(detail[0]) if detail else ""
         raise DataError(path, "refusing to unpickle: not a plain tensor checkpoint"
-                              + (f" ({detail[0].strip()})" if detail and detail[0].strip() else "")) from None
-    except (RuntimeError, EOFError, OSError, ValueError) as e:
-        first = (str(e).strip().splitlines() or [type(e).__name__])[0]
-        raise DataError(path, f"not a PyTorch checkpoint ({first})") from None
+                              + (f" ({first})" if first else "")) from None
+    except (RuntimeError, EOFError, OSError, ValueError, KeyError, IndexError) as e:
+        first = _no_advice((str(e).strip().splitlines() or [""])[0]) or type(e).__name__
+        raise DataError(path, f"not a PyTorch checkpoint (truncated or corrupt: {first})") from None
+
+
+def _no_advice(line: str) -> str:
+    """`line` unless it is torch's advice about loading the file unsafely (never repeated to a user)."""
+    line = line.strip()
+    return "" if "weights_only" in line or "Weights only load failed" in line else line
+
+
+def read_training_checkpoint(path: str | Path, module: torch.nn.Module) -> dict[str, Any]:
+    """A Lightning checkpoint for `module`, loaded safely and checked before training resumes from it.
+
+    Truncated, unsafe (pickled code) or foreign files, and checkpoints of another model or
+    architecture (keys or shapes that do not fit `module`), raise a one-line `DataError`.
+    """
+    obj = read_checkpoint(path)
+    state = obj.get("state_dict") if isinstance(obj, Mapping) else None
+    if not isinstance(state, Mapping) or not _is_state_dict(state):
+        raise DataError(path, "not a training checkpoint (no state_dict of tensors); start the run again without --resume")
+    state = dict(state)
+    if getattr(module, "strict_loading", True) is False:  # e.g. RAPTOR: its checkpoints leave out the locked backbone
+        own = module.state_dict()
+        if set(state) & set(own):  # Lightning then loads the common keys; their shapes must still fit
+            state = {k: v for k, v in state.items() if k in own}
+        parts = state_dict_mismatch(module, state).split("; ")
+        problem = "; ".join(p for p in parts if p and not p.startswith("missing keys"))
+    else:
+        problem = state_dict_mismatch(module, state)
+    if problem:
+        raise DataError(path, f"checkpoint of another model or architecture ({problem}); resume it with the options "
+                              "it was trained with, or start a new run folder")
+    return obj
 
 
 def _is_state_dict(obj: Any) -> bool:

@@ -8,7 +8,10 @@ enough that K x H x W logits of large frames never all sit in memory at once.
 `write_parcels` stores a map as compressed ``.npz`` (``parcels`` uint8/uint16 (T, H, W),
 ``record_id``, ``K``, ``head_hash``, ``backbone_hash``) or NIfTI (``.nii.gz`` with the array as
 (W, H, T), i.e. x = column, y = row, plus a ``.json`` sidecar with the same fields); both
-written atomically.
+written atomically, and a failed write (disk full, quota) raises instead of leaving a short file.
+`run_parcels` writes the whole output folder atomically: the maps appear under ``--out`` only
+when every record succeeded; a failed or killed run leaves nothing there (its hidden temporary
+folder is removed at once, or by the next run if the process was killed).
 """
 
 from __future__ import annotations
@@ -24,7 +27,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from alan.artifacts import atomic_write_json
+from alan.artifacts import atomic_dir, atomic_write_json, follow_umask
 from alan.errors import AlanError
 from alan.models.parcellator import (CHUNK_ELEMENTS, compute_logits_grid, compute_parcels,  # noqa: F401
                                      parcel_dtype, upsample_argmax)
@@ -32,6 +35,8 @@ from alan.models.raptor import RaptorHead
 from alan.records import Record
 
 FORMATS = ("npz", "nifti")
+KIND = "parcels"
+"""The output kind of a `run_parcels` folder (an existing folder is replaced only if it is one)."""
 OVERLAYS = ("png", "mp4", "both", "none")
 
 
@@ -51,6 +56,14 @@ def write_parcels(path: str | Path, parcels: np.ndarray, record_id: str, n_parce
                   backbone_hash: str | None, as_: str = "npz", spacing: tuple[float, float] | None = None) -> Path:
     """Write one parcel map atomically; returns the written path (suffix added if missing)."""
     path = Path(path)
+    try:
+        return _write_parcels(path, parcels, record_id, n_parcels, head_hash, backbone_hash, as_, spacing)
+    except OSError as e:
+        raise AlanError(f"{e.filename or path}: writing the parcel map failed ({e.strerror or e})") from None
+
+
+def _write_parcels(path: Path, parcels: np.ndarray, record_id: str, n_parcels: int, head_hash: str | None,
+                   backbone_hash: str | None, as_: str, spacing: tuple[float, float] | None) -> Path:
     parcels = np.asarray(parcels).astype(parcel_dtype(n_parcels), copy=False)
     info = {"record_id": record_id, "K": int(n_parcels), "head_hash": head_hash, "backbone_hash": backbone_hash}
     if as_ == "npz":
@@ -60,6 +73,9 @@ def write_parcels(path: str | Path, parcels: np.ndarray, record_id: str, n_parce
             with open(tmp, "wb") as f:
                 np.savez_compressed(f, parcels=parcels, record_id=np.str_(record_id), K=np.int32(n_parcels),
                                     head_hash=np.str_(head_hash or ""), backbone_hash=np.str_(backbone_hash or ""))
+                f.flush()
+                os.fsync(f.fileno())
+            follow_umask(tmp)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -74,6 +90,7 @@ def write_parcels(path: str | Path, parcels: np.ndarray, record_id: str, n_parce
         tmp = _atomic_path(path, ".nii.gz")
         try:
             nib.save(img, str(tmp))
+            follow_umask(tmp)
             os.replace(tmp, path)
         finally:
             tmp.unlink(missing_ok=True)
@@ -126,26 +143,30 @@ def run_parcels(records: Sequence[Record], backbone: Any, head: RaptorHead, out_
     out_dir = Path(out_dir)
     result = ParcelRun()
     names: set[str] = set()
-    for record in _progress(records, progress):
-        frames = np.asarray(record.frames)
-        if frames.ndim == 2:
-            frames = frames[None]
-        parcels = compute_parcels(backbone, head, frames, batch_size)
-        name = safe_name(record.id)
-        while name in names:
-            name += "_"
-        names.add(name)
-        result.maps.append(write_parcels(out_dir / "maps" / name, parcels, record.id, head.n_parcels, head.hash,
-                                         getattr(backbone, "hash", None), as_, record.spacing))
-        result.parcels_per_frame.append(float(np.mean([len(np.unique(p)) for p in parcels])))
-        if overlay in ("png", "both"):
-            idx = overlay_frames(record, len(frames))
-            masks = record.masks if record.load_masks is not None else {}
-            result.overlays.append(save_overlay_png(out_dir / "overlays" / f"{name}.png", frames[idx], parcels[idx],
-                                                    masks=[masks.get(i) for i in idx], titles=[_title(record, i) for i in idx]))
-        if overlay in ("mp4", "both"):
-            rate = float(record.meta.get("fps") or record.meta.get("FPS") or fps)
-            result.overlays.append(save_overlay_mp4(out_dir / "overlays" / f"{name}.mp4", frames, parcels, fps=rate))
+    with atomic_dir(out_dir, KIND) as tmp:
+        for record in _progress(records, progress):
+            frames = np.asarray(record.frames)
+            if frames.ndim == 2:
+                frames = frames[None]
+            parcels = compute_parcels(backbone, head, frames, batch_size)
+            name = safe_name(record.id)
+            while name in names:
+                name += "_"
+            names.add(name)
+            written = write_parcels(tmp / "maps" / name, parcels, record.id, head.n_parcels, head.hash,
+                                    getattr(backbone, "hash", None), as_, record.spacing)
+            result.maps.append(out_dir / written.relative_to(tmp))
+            result.parcels_per_frame.append(float(np.mean([len(np.unique(p)) for p in parcels])))
+            if overlay in ("png", "both"):
+                idx = overlay_frames(record, len(frames))
+                masks = record.masks if record.load_masks is not None else {}
+                png = save_overlay_png(tmp / "overlays" / f"{name}.png", frames[idx], parcels[idx],
+                                       masks=[masks.get(i) for i in idx], titles=[_title(record, i) for i in idx])
+                result.overlays.append(out_dir / Path(png).relative_to(tmp))
+            if overlay in ("mp4", "both"):
+                rate = float(record.meta.get("fps") or record.meta.get("FPS") or fps)
+                mp4 = save_overlay_mp4(tmp / "overlays" / f"{name}.mp4", frames, parcels, fps=rate)
+                result.overlays.append(out_dir / Path(mp4).relative_to(tmp))
     return result
 
 

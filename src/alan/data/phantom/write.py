@@ -31,6 +31,7 @@ from alan.data.phantom.echo import (
 from alan.data.phantom.shapes import biplane_volume
 from alan.data.phantom.sizes import preset
 from alan.artifacts import MARKER, atomic_dir
+from alan.data._util import sitk_message, write_video
 from alan.errors import ArtifactError, DataError
 
 DATASET_KIND = "phantom-dataset"
@@ -62,9 +63,22 @@ def staging(out: str | Path, force: bool = False) -> Iterator[Path]:
             (out / MARKER).write_text(json.dumps({"kind": DATASET_KIND, "complete": True}) + "\n")
     try:
         with atomic_dir(out, DATASET_KIND) as tmp:
-            yield tmp
+            try:
+                yield tmp
+            except OSError as e:  # disk full, quota, file size limit
+                where = f" ({_inside_tmp(e.filename, tmp)})" if getattr(e, "filename", None) else ""
+                raise DataError(out, f"writing the dataset failed{where}: {e.strerror or e}; nothing was written") from None
+            except DataError as e:  # name the file as it would have been in `out`, not in the temporary
+                if e.path is None or tmp not in e.path.parents:
+                    raise
+                raise DataError(out, f"{_inside_tmp(e.path, tmp)}: {e.problem}; nothing was written") from None
     except ArtifactError as e:
         raise DataError(out, str(e).removeprefix(f"{out}: ")) from None
+
+
+def _inside_tmp(path: str | Path, tmp: Path) -> str:
+    path = Path(path)
+    return path.relative_to(tmp).as_posix() if tmp in path.parents else path.name
 
 
 def _top_rng(seed: int) -> np.random.Generator:
@@ -177,7 +191,10 @@ def _save_mhd(path: Path, data: np.ndarray, spacing: tuple[float, ...]) -> None:
 
     img = sitk.GetImageFromArray(np.ascontiguousarray(data))
     img.SetSpacing(tuple(float(s) for s in spacing))
-    sitk.WriteImage(img, str(path), False)
+    try:
+        sitk.WriteImage(img, str(path), False)
+    except RuntimeError as e:
+        raise OSError(f"SimpleITK cannot write {path.name} ({sitk_message(e)})") from None
 
 
 def _write_cfg(path: Path, items: list[tuple[str, Any]]) -> None:
@@ -212,18 +229,10 @@ def echonet_plan(seed: int, size: str) -> list[tuple[np.random.SeedSequence, str
 
 
 def _echonet_video(seq_seed: np.random.SeedSequence, root: Path, size: str, codec: str, split: str):
-    import cv2
-
     v = echonet_video(seq_seed, size)
     seq, name, fps = v["seq"], v["name"], v["fps"]
     T, H, W = seq.frames.shape
-    path = root / "Videos" / f"{name}.avi"
-    writer = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*codec), fps, (W, H))
-    if not writer.isOpened():
-        raise DataError(path, f"OpenCV cannot write AVI with fourcc {codec!r}")
-    for frame in seq.frames:
-        writer.write(cv2.cvtColor(frame, cv2.COLOR_GRAY2BGR))
-    writer.release()
+    write_video(root / "Videos" / f"{name}.avi", seq.frames, fps, codec)  # read back: a failed write raises
     row = [name, _fmt(seq.ef), _fmt(seq.esv), _fmt(seq.edv), H, W, int(fps), T, split]
     order = [seq.es, seq.ed] if v["es_rows_first"] else [seq.ed, seq.es]
     traces = [[f"{name}.avi", _fmt(x1), _fmt(y1), _fmt(x2), _fmt(y2), f] for f in order for x1, y1, x2, y2 in seq.tracings[f]]
@@ -402,6 +411,8 @@ def _tmed2_study(seq_seed: np.random.SeedSequence, s: int, root: Path, size: str
     rows, truth = [], []
     for it in items:
         ok, png = cv2.imencode(".png", it["frame"])
+        if not ok:
+            raise DataError(root / it["folder"] / it["query_key"], "OpenCV cannot encode the image as PNG")
         (root / it["folder"] / it["query_key"]).write_bytes(png.tobytes())
         rows.append((it["query_key"], it["view_label"], it["diagnosis_label"], it["folder"], s))
         truth.append({"id": it["query_key"], "view": it["view_label"], "rendered": it["rendered"], "study": it["study"],

@@ -25,10 +25,11 @@ from alan.errors import AlanError, DataError
 from alan.models.encoders import Encoder, create_encoder, encoder_from_artifact
 from alan.models.simclr import SimCLR
 from alan.records import Record
-from alan.training import RunOptions, fit
+from alan.training import RunOptions, fit, run_folder
 from alan.transforms.simclr_views import SimCLRViews
 
 KIND = "sscl_encoder"
+RUN_KIND = "simclr_run"
 
 Log = Callable[[str], None]
 
@@ -118,8 +119,9 @@ def pretrain(images: np.ndarray, groups: Sequence[Any], cfg: PretrainConfig, opt
         log(f"SimCLR {cfg.arch} on {cfg.input} images: {len(train)} train / {len(val)} val frames, "
             f"{cfg.img_size} px, batch {bs}, up to {opts.max_epochs} epochs")
     t0 = time.perf_counter()
-    trainer = fit(module, opts, run_dir, train_dataloaders=train_dl, val_dataloaders=val_dl,
-                  callbacks=[EarlyStopping("val_loss", patience=cfg.patience, mode="min"), epochs])
+    with run_folder(run_dir, RUN_KIND):  # a failure before the first checkpoint leaves no run folder
+        trainer = fit(module, opts, run_dir, train_dataloaders=train_dl, val_dataloaders=val_dl,
+                      callbacks=[EarlyStopping("val_loss", patience=cfg.patience, mode="min"), epochs], kind=RUN_KIND)
     seconds = time.perf_counter() - t0
     enc = module.best_encoder().eval()
     enc.config.init = "sscl"
@@ -128,12 +130,12 @@ def pretrain(images: np.ndarray, groups: Sequence[Any], cfg: PretrainConfig, opt
         "encoder": enc.config.to_dict(),
         "pretraining": {**cfg.to_dict(), "views_resolved": SimCLRViews(**cfg.views).config(), "batch_size": bs,
                         "best_val_loss": module.best_val_loss, "best_epoch": module.best_epoch,
-                        "epochs_run": int(trainer.current_epoch), "seconds": round(seconds, 1),
-                        "views_per_s": round(2 * len(train) * max(1, trainer.current_epoch) / max(seconds, 1e-9), 1),
-                        "history": epochs.rows},
+                        "epochs_run": int(trainer.current_epoch), "history": epochs.rows},
         "data": {**dict(provenance or {}), "n_train": int(len(train)), "n_val": int(len(val)),
                  "images_hash": array_hash(images)},
         "run": opts.to_dict(),
+        "run_info": {"seconds": round(seconds, 1),  # wall-clock: not part of the hash
+                     "views_per_s": round(2 * len(train) * max(1, trainer.current_epoch) / max(seconds, 1e-9), 1)},
     }
     h, path = None, None
     if out_dir is not None and trainer.is_global_zero:

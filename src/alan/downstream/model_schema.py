@@ -1,0 +1,224 @@
+"""Validator for the parcel-to-segment model JSON, a file meant to be edited by hand.
+
+The model of the ALAN paper (Majchrowska et al., *Unlocking the Heart Using Adaptive Locked
+Agnostic Networks*, section 3.2) is K booleans over the parcel classes of one RAPTOR head.
+`validate_model` checks a loaded document completely (schema, types, lengths, provenance) and
+returns every problem it finds, one line each, so a hand edit gets all its mistakes at once.
+
+``interior_parcels`` is accepted in two explicit forms:
+
+* **K booleans** (``[false, true, ...]``, JSON ``true``/``false`` only, exactly K of them): the
+  model as the paper and the README describe it; entry i says whether parcel class i is interior;
+* **parcel ids** (``[3, 17]``, JSON integers in 0..K-1, no repeats): what `to_json` writes.
+
+A list mixing booleans and integers is refused (JSON ``true`` is not the id 1).
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Iterable, Mapping
+from typing import Any
+
+from alan.downstream.parcel_to_segment import FORMAT, FORMAT_VERSION
+from alan.records import LABELS
+
+REQUIRED = ("format", "format_version", "target", "n_parcels", "interior_parcels", "provenance")
+OPTIONAL = ("note", "hyperparameters", "stats")
+#: Provenance keys a model must record: the locked artifacts its parcel ids belong to.
+PROVENANCE_REQUIRED = ("backbone_hash", "head_hash")
+
+# name -> (kind, lower bound, upper bound); kinds: "unit" float in [lo, hi], "int" integer >= lo,
+# "int?" integer >= lo or null, "float" finite number, "float>0" positive number, "bool", "choice".
+_HYPER_SPEC: dict[str, tuple[str, Any, Any]] = {
+    "overlap": ("unit", 0.0, 1.0),
+    "hit_rate": ("unit", 0.0, 1.0),
+    "presence": ("unit", 0.0, 1.0),
+    "min_region_size": ("int", 1, None),
+    "n_parcels": ("int?", 1, None),
+    "target": ("choice", LABELS, None),
+    "largest_component": ("bool", None, None),
+    "component_by": ("choice", ("parcels", "regions"), None),
+    "enclaves": ("bool", None, None),
+    "enclave_cutoff": ("int?", 0, None),
+    "closing": ("bool", None, None),
+    "closing_radius": ("int", 0, None),
+    "snake": ("bool", None, None),
+    "snake_alpha": ("float", None, None),
+    "snake_beta": ("float", None, None),
+    "snake_gamma": ("float>0", None, None),
+    "snake_max_num_iter": ("int", 0, None),
+    "snake_w_edge": ("float", None, None),
+    "snake_sigma": ("float", 0.0, None),
+    "fill": ("bool", None, None),
+    "median_radius": ("int", 0, None),
+}
+
+# per-parcel statistics: name -> (element kind, nullable)
+_STATS_LISTS: dict[str, tuple[str, bool]] = {
+    "identified": ("bool", False),
+    "presence": ("unit", True),
+    "hit_rate": ("unit", True),
+    "mean_overlap": ("unit", True),
+    "n_present": ("count", False),
+    "n_overlapping": ("count", False),
+}
+
+
+def _is_int(v: Any) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
+def _is_number(v: Any) -> bool:
+    return (isinstance(v, (int, float)) and not isinstance(v, bool)) and math.isfinite(v)
+
+
+def _short(v: Any) -> str:
+    text = repr(v)
+    return text if len(text) <= 40 else text[:37] + "..."
+
+
+def _check_value(name: str, v: Any, kind: str, lo: Any, hi: Any) -> str | None:
+    """A problem with hyperparameter `name` = `v`, or None."""
+    if kind == "bool":
+        return None if isinstance(v, bool) else f"hyperparameters.{name} must be true or false, got {_short(v)}"
+    if kind == "choice":
+        return None if v in lo else f"hyperparameters.{name} must be one of {', '.join(lo)}, got {_short(v)}"
+    if kind in ("int", "int?"):
+        if v is None and kind == "int?":
+            return None
+        if not _is_int(v) or (lo is not None and v < lo):
+            return f"hyperparameters.{name} must be an integer >= {lo}{' or null' if kind == 'int?' else ''}, got {_short(v)}"
+        return None
+    if not _is_number(v):
+        return f"hyperparameters.{name} must be a finite number, got {_short(v)}"
+    if kind == "unit" and not lo <= v <= hi:
+        return f"hyperparameters.{name} must be in [{lo:g}, {hi:g}], got {v!r}"
+    if kind == "float>0" and v <= 0:
+        return f"hyperparameters.{name} must be > 0, got {v!r}"
+    if kind == "float" and lo is not None and v < lo:
+        return f"hyperparameters.{name} must be >= {lo:g}, got {v!r}"
+    return None
+
+
+def interior_ids(value: Any, k: int) -> tuple[list[int] | None, list[str]]:
+    """The interior parcel ids of an ``interior_parcels`` entry (K booleans or ids), and its problems."""
+    if not isinstance(value, list):
+        return None, [f"interior_parcels must be a list (K booleans or parcel ids), got {type(value).__name__}"]
+    bools = [isinstance(v, bool) for v in value]
+    if value and all(bools):
+        if len(value) != k:
+            return None, [f"interior_parcels has {len(value)} booleans, expected n_parcels = {k} "
+                          "(or write it as a list of parcel ids)"]
+        return [i for i, b in enumerate(value) if b], []
+    if any(bools):
+        return None, ["interior_parcels mixes booleans and integers; use K booleans or a list of parcel ids"]
+    problems = []
+    bad_type = [v for v in value if not _is_int(v)]
+    if bad_type:
+        problems.append(f"interior_parcels must hold integer parcel ids or K booleans, found {_short(bad_type[0])}")
+        return None, problems
+    out_of_range = [v for v in value if not 0 <= v < k]
+    if out_of_range:
+        problems.append(f"interior_parcels {out_of_range} outside 0..{k - 1}")
+    repeated = sorted({v for v in value if value.count(v) > 1})
+    if repeated:
+        problems.append(f"interior_parcels repeats parcel id(s) {repeated}")
+    return (None if problems else sorted(value)), problems
+
+
+def _check_stats(stats: Any, k: int | None) -> list[str]:
+    if not isinstance(stats, Mapping):
+        return [f"stats must be an object, got {type(stats).__name__}"]
+    problems = []
+    for key in sorted(set(stats) - {"n_images", *_STATS_LISTS}):
+        problems.append(f"stats: unknown key {key!r}")
+    if "n_images" in stats and not (_is_int(stats["n_images"]) and stats["n_images"] >= 0):
+        problems.append(f"stats.n_images must be an integer >= 0, got {_short(stats['n_images'])}")
+    for name, (kind, nullable) in _STATS_LISTS.items():
+        if name not in stats:
+            continue
+        values = stats[name]
+        if not isinstance(values, list):
+            problems.append(f"stats.{name} must be a list of {k if k else 'K'} values, got {type(values).__name__}")
+            continue
+        if k is not None and len(values) != k:
+            problems.append(f"stats.{name} has {len(values)} values, expected n_parcels = {k}")
+        for i, v in enumerate(values):
+            if v is None and nullable:
+                continue
+            ok = (isinstance(v, bool) if kind == "bool" else _is_int(v) and v >= 0 if kind == "count"
+                  else _is_number(v) and 0 <= v <= 1)
+            if not ok:
+                want = {"bool": "true or false", "count": "an integer >= 0", "unit": "a number in [0, 1] or null"}[kind]
+                problems.append(f"stats.{name}[{i}] must be {want}, got {_short(v)}")
+                break
+    return problems
+
+
+def validate_model(doc: Any, hyper_names: Iterable[str] | None = None) -> list[str]:
+    """Every problem of a parcel-to-segment model document, one line each (empty: valid).
+
+    `hyper_names` are the hyperparameters the estimator accepts (default: those known here);
+    a name it accepts that this module does not describe is accepted with any JSON scalar.
+    """
+    if not isinstance(doc, Mapping):
+        return [f"not a parcel-to-segment model (the file holds a JSON {type(doc).__name__}, expected an object)"]
+    if doc.get("format") != FORMAT:
+        return [f"not a parcel-to-segment model (format is {_short(doc.get('format'))}, expected {FORMAT!r})"]
+    if doc.get("format_version") != FORMAT_VERSION:
+        return [f"unsupported format_version {_short(doc.get('format_version'))} (expected {FORMAT_VERSION})"]
+    problems = [f"missing key {key!r}" for key in REQUIRED if key not in doc]
+    problems += [f"unknown key {key!r}" for key in doc if key not in REQUIRED + OPTIONAL]
+
+    target = doc.get("target")
+    if "target" in doc and target not in LABELS:
+        problems.append(f"target must be one of {', '.join(LABELS)}, got {_short(target)}")
+    k = doc.get("n_parcels")
+    if "n_parcels" in doc and not (_is_int(k) and k >= 1):
+        problems.append(f"n_parcels must be an integer >= 1, got {_short(k)}")
+        k = None
+    if "interior_parcels" in doc and k is not None:
+        problems += interior_ids(doc["interior_parcels"], k)[1]
+    if "note" in doc and not isinstance(doc["note"], str):
+        problems.append("note must be a string")
+
+    names = set(_HYPER_SPEC if hyper_names is None else hyper_names)
+    hyper = doc.get("hyperparameters", {})
+    if not isinstance(hyper, Mapping):
+        problems.append(f"hyperparameters must be an object, got {type(hyper).__name__}")
+        hyper = {}
+    for name, v in hyper.items():
+        if name not in names:
+            problems.append(f"hyperparameters: unknown name {name!r}")
+        elif name in _HYPER_SPEC:
+            problem = _check_value(name, v, *_HYPER_SPEC[name])
+            if problem:
+                problems.append(problem)
+        elif isinstance(v, (list, dict)):
+            problems.append(f"hyperparameters.{name} must be a single value")
+    if _is_int(hyper.get("n_parcels")) and k is not None and hyper["n_parcels"] != k:
+        problems.append(f"hyperparameters.n_parcels = {hyper['n_parcels']} differs from n_parcels = {k}")
+    if "target" in hyper and target in LABELS and hyper["target"] in LABELS and hyper["target"] != target:
+        problems.append(f"hyperparameters.target = {hyper['target']!r} differs from target = {target!r}")
+
+    if "provenance" in doc:
+        prov = doc["provenance"]
+        if not isinstance(prov, Mapping):
+            problems.append(f"provenance must be an object naming backbone_hash and head_hash, got {type(prov).__name__}")
+        else:
+            for key in PROVENANCE_REQUIRED:
+                v = prov.get(key)
+                if not isinstance(v, str) or not v.strip():
+                    what = "missing" if key not in prov else f"empty or not a string ({_short(v)})"
+                    problems.append(f"provenance.{key} is {what}: the model cannot be matched to its "
+                                    f"{key.split('_')[0]}; refit it with alan segment fit")
+            ws = prov.get("work_size")
+            if "work_size" in prov and not (_is_int(ws) and ws >= 1):
+                problems.append(f"provenance.work_size must be an integer >= 1, got {_short(ws)}")
+    if "stats" in doc:
+        problems += _check_stats(doc["stats"], k)
+    return problems
+
+
+__all__ = ["FORMAT", "FORMAT_VERSION", "PROVENANCE_REQUIRED", "interior_ids", "validate_model"]
