@@ -10,6 +10,8 @@ page of another origin cannot send without a CORS preflight this server never gr
 from __future__ import annotations
 
 import ipaddress
+import weakref
+from collections import OrderedDict
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -66,20 +68,35 @@ def render_view(session: PickSession, index: int, frame: int, min_side: int = 44
     from skimage.segmentation import find_boundaries
 
     opened = session.open(index)
-    image, parcels = opened.frames[frame], opened.parcels[frame]
+    parcels = opened.parcels[frame]
     scale = max(1, int(np.ceil(min_side / max(1, min(parcels.shape)))))
+    out = _base_view(session, index, frame, scale).copy()
     up = np.ones((scale, scale), dtype=bool)
-    rgb = boundary_overlay(image, parcels, None, scale).astype(np.float32)
     chosen = np.kron(session.model.interior_[parcels], up)
-    rgb[chosen] = 0.7 * rgb[chosen] + 0.3 * SELECTED
     mask = np.kron(session.mask(index, frame), up)
-    rgb[mask] = 0.6 * rgb[mask] + 0.4 * MASK
-    rgb[find_boundaries(mask, mode="inner")] = MASK
-    out = rgb.round().astype(np.uint8)
+    out[chosen] = (0.7 * out[chosen] + 0.3 * SELECTED).round().astype(np.uint8)
+    out[mask] = (0.6 * out[mask] + 0.4 * MASK).round().astype(np.uint8)
+    out[find_boundaries(mask, mode="inner")] = MASK.astype(np.uint8)
     if frame in opened.truth:
         truth = masks_to_work([opened.truth[frame][1]], parcels.shape[0])[0]
         out[find_boundaries(np.kron(truth, up), mode="inner")] = TRUTH
     return out
+
+
+_BASES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # OpenRecord -> {(frame, scale): RGB}
+
+
+def _base_view(session: PickSession, index: int, frame: int, scale: int, keep: int = 32) -> np.ndarray:
+    """The frame with its parcel boundaries (what does not change with the selection), cached."""
+    opened = session.open(index)
+    views = _BASES.setdefault(opened, OrderedDict())
+    key = (frame, scale)
+    if key not in views:
+        views[key] = boundary_overlay(opened.frames[frame], opened.parcels[frame], None, scale)
+        while len(views) > keep:
+            views.popitem(last=False)
+    views.move_to_end(key)
+    return views[key]
 
 
 def png(rgb: np.ndarray) -> bytes:

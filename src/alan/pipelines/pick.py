@@ -127,7 +127,7 @@ class PathPolicy:
         raise PathRefused(f"{text}: outside the data root and the model paths given on the command line")
 
 
-@dataclass
+@dataclass(eq=False)
 class OpenRecord:
     """A record as the picker holds it: work-size frames, their parcels, native masks of the target."""
 
