@@ -70,8 +70,8 @@ def _post(url, body, header=True, host=None):
         return e.code, json.loads(text) if text.startswith("{") else {"text": text}
 
 
-def _start(args, timeout=90):
-    proc = subprocess.Popen([sys.executable, "-m", "alan.cli.main", "pick", *args, "--port", "0"],
+def _start(args, cwd, timeout=90):
+    proc = subprocess.Popen([sys.executable, "-m", "alan.cli.main", "pick", *args, "--port", "0"], cwd=cwd,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
     lines: queue.Queue = queue.Queue()
     threading.Thread(target=lambda: [lines.put(x) for x in proc.stdout], daemon=True).start()
@@ -108,10 +108,11 @@ def _orange(png_bytes):
 def test_pick_in_a_real_browser(world, tmp_path):
     root, data, bb, head = world
     out = tmp_path / "lv_picked.json"
-    proc, url = _start([str(data), "--head", str(root / "head"), "--out", str(out), "--by", "tester"])
+    # --out relative to the server's folder, as a user types it
+    proc, url = _start([str(data), "--head", str(root / "head"), "--out", out.name, "--by", "tester"], cwd=tmp_path)
     opts = webdriver.ChromeOptions()
     opts.binary_location = CHROMIUM
-    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=940,760",
+    for arg in ("--headless=new", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage", "--window-size=980,900",
                 "--force-device-scale-factor=1"):
         opts.add_argument(arg)
     outside = tmp_path / "outside.json"
@@ -174,7 +175,13 @@ def _drive(driver, url, data, bb, head, out, outside):
     assert shown.shape == expected.shape
     keep = ~lines
     assert (shown & expected & keep).sum() / ((shown | expected) & keep).sum() > 0.98  # the mask painted is predict's
-    wait.until(lambda d: "%" in d.find_element(By.ID, "dice").text)  # DICE of the annotated frames
+    # then the area curve and the DICE of the annotated frames, for this selection
+    wait.until(lambda d: d.find_element(By.ID, "curve").get_attribute("data-version") == "1")
+    wait.until(lambda d: d.find_element(By.ID, "dice").get_attribute("data-version") == "1")
+    assert "%" in driver.find_element(By.ID, "dice").text
+    heights = [float(p.split(",")[1]) for p in driver.find_element(By.CSS_SELECTOR, "#curve polyline")
+               .get_attribute("points").split()]
+    assert heights[frame] < 135  # the shown frame's area is above the zero line
 
     if os.environ.get("ALAN_PICK_SCREENSHOT"):  # how docs/img/pick.png is made
         driver.save_screenshot(os.environ["ALAN_PICK_SCREENSHOT"])
@@ -189,7 +196,7 @@ def _drive(driver, url, data, bb, head, out, outside):
     chip.click()  # out again, then load the saved model back
     wait.until(lambda d: f"parcel {cls} removed" in d.find_element(By.ID, "status").text)
     wait.until(lambda d: d.find_element(By.ID, "mask-area").text == "0")
-    assert driver.find_element(By.ID, "load-path").get_attribute("value") == str(out)
+    assert driver.find_element(By.ID, "load-path").get_attribute("value") == out.name
     driver.find_element(By.ID, "load-btn").click()
     wait.until(lambda d: "loaded" in d.find_element(By.ID, "status").text)
     wait.until(lambda d: d.find_element(By.ID, "interior").text == str(cls))
