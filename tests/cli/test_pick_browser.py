@@ -224,3 +224,23 @@ def test_pick_refuses_a_model_of_another_head_and_a_non_model_out(world, tmp_pat
     notes.write_text("mine")
     res = run_cli("pick", str(data), "--head", str(root / "head"), "--out", str(notes), "--port", "0")
     assert res.returncode == 2 and "not a parcel-to-segment model" in res.stderr and notes.read_text() == "mine"
+
+
+def test_segment_eval_and_analyze_take_a_picked_model_unchanged(world, tmp_path, run_cli):
+    from alan.pipelines.pick import PickSession, open_parcellator
+
+    root, data, _, _ = world
+    session = PickSession(open_dataset(data).records[:1], open_parcellator(bundled_backbone(), root / "head"))
+    for c in (2, 5):
+        session.toggle(c)
+    session.save(tmp_path / "lv.json", by="tester")
+    common = ["--backbone", str(bundled_backbone()), "--head", str(root / "head")]
+    res = run_cli("segment", "eval", "--model", str(tmp_path / "lv.json"), *common, "--data", str(data),
+                  "--split", "all", "--json")
+    assert res.returncode == 0, res.stderr
+    assert set(json.loads(res.stdout[res.stdout.index("{"):])["dice"]["LV"]) == {"ED", "ES"}
+    video = sorted((data / "Videos").glob("*.avi"))[0]
+    res = run_cli("analyze", str(video), *common, "--segment", str(tmp_path / "lv.json"), "--out", str(tmp_path / "an"))
+    assert res.returncode == 0, res.stderr
+    summary = json.loads((tmp_path / "an" / "summary.json").read_text())
+    assert summary["provenance"]["segment"] == {"LV": [2, 5]}

@@ -168,6 +168,10 @@ def test_load_refuses_a_model_of_another_head_k_or_target(world, tmp_path):
             s.load(bad)
         assert str(bad) in str(e.value) and "\n" not in str(e.value)
         assert s.interior == [1]  # a refused load leaves the selection alone
+    video = sorted((ds.root / "Videos").glob("*.avi"))[0]  # allowed under the data root, but no model
+    for path, message in ((video, "not a text file"), (ds.root, "no such model file"), (tmp_path / "none.json", "no such")):
+        with pytest.raises(ArtifactError, match=message):
+            s.load(path)
 
 
 def test_save_never_replaces_a_file_that_is_not_a_model(world, tmp_path):

@@ -33,7 +33,7 @@ def pick(
     from alan.models.backbones import bundled_backbone
     from alan.pipelines.pick import PathPolicy, PickSession, check_model_output, open_parcellator
 
-    err = Console(stderr=True, highlight=False)
+    err = Console(stderr=True, highlight=False, soft_wrap=True)
     start = ParcelToSegment.from_json(model) if model is not None else None
     target = target or (start.target if start is not None else "LV")
     if start is not None:

@@ -197,7 +197,8 @@ def create_app(session: PickSession, *, policy: PathPolicy, out: Path | None, by
     @app.post("/api/fit")
     def fit(s: Split) -> dict[str, Any]:
         if s.split not in splits:
-            raise AlanError(f"unknown split {s.split!r}; expected one of {', '.join(sorted(splits))}")
+            known = ", ".join(sorted(splits)) or "none: no record has annotated frames of the target"
+            raise AlanError(f"no annotated records in split {s.split!r} (splits with annotated records: {known})")
         session.fit([session.records[i] for i in splits[s.split]])
         return state()
 

@@ -38,6 +38,7 @@ from alan.records import Record
 
 #: Value of the ``source`` field of a model saved by the picker.
 SOURCE = "picked"
+MAX_MODEL_BYTES = 16 << 20  # a model JSON is a few kB; a request never makes the picker read a video
 
 
 class PathRefused(AlanError):
@@ -313,7 +314,15 @@ class PickSession:
 
     def load(self, path: str | Path) -> ParcelToSegment:
         """Edit a saved model (`alan segment fit` output or an earlier pick)."""
-        model = ParcelToSegment.from_json(path)
+        path = Path(path)
+        if not path.is_file():
+            raise ArtifactError(f"{path}: no such model file")
+        if path.stat().st_size > MAX_MODEL_BYTES:
+            raise ArtifactError(f"{path}: too large to be a parcel-to-segment model")
+        try:
+            model = ParcelToSegment.from_json(path)
+        except UnicodeDecodeError:
+            raise ArtifactError(f"{path}: not a parcel-to-segment model (not a text file)") from None
         self.set_model(model)
         return model
 
