@@ -43,7 +43,8 @@ CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser")
 CHROMEDRIVER = shutil.which("chromedriver")
 needs_chromium = pytest.mark.skipif(
     CHROMIUM is None or CHROMEDRIVER is None,
-    reason="headless browser test needs Debian's chromium and chromium-driver (apt-get install chromium chromium-driver)",
+    reason="the headless browser test needs Debian's chromium and chromium-driver "
+           "(apt-get install chromium chromium-driver, or `make browser` as root)",
 )
 
 
@@ -59,9 +60,9 @@ def world(tmp_path_factory):
 
 
 def _post(url, body, header=True, host=None):
-    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST",
-                                 headers={"Content-Type": "application/json", **({"X-Alan-Pick": "1"} if header else {}),
-                                          **({"Host": host} if host else {})})
+    headers = {"Content-Type": "application/json", **({"X-Alan-Pick": "1"} if header else {}),
+               **({"Host": host} if host else {})}
+    req = urllib.request.Request(url, data=json.dumps(body).encode(), method="POST", headers=headers)
     try:
         with urllib.request.urlopen(req, timeout=30) as r:
             return r.status, json.loads(r.read())
@@ -218,7 +219,8 @@ def test_pick_refuses_a_model_of_another_head_and_a_non_model_out(world, tmp_pat
     save_head(other, tmp_path / "other", backbone_hash=bb.hash)
     model = blank_model(8, "LV", {"backbone_hash": bb.hash, "head_hash": other.hash, "work_size": 112})
     model.to_json(tmp_path / "other.json")
-    res = run_cli("pick", str(data), "--head", str(root / "head"), "--model", str(tmp_path / "other.json"), "--port", "0")
+    res = run_cli("pick", str(data), "--head", str(root / "head"), "--model", str(tmp_path / "other.json"),
+                  "--port", "0")
     assert res.returncode == 2 and "head_hash" in res.stderr and len(res.stderr.strip().splitlines()) == 1
     notes = tmp_path / "notes.txt"
     notes.write_text("mine")

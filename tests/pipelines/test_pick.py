@@ -75,11 +75,10 @@ def test_mask_and_area_curve_are_the_models_predict(world):
     for c in (1, 3, 5):
         s.toggle(c)
     parcels = _oracle_parcels(world, 0)
-    oracle = ParcelToSegment.from_json
     # an independent model with the same K booleans, built the way `segment fit` files are read
     path = world[0] / "three.json"
     s.save(path)
-    model = oracle(path)
+    model = ParcelToSegment.from_json(path)
     want = model.predict(parcels)
     assert want.any()
     for f in (0, len(parcels) // 2, len(parcels) - 1):
@@ -169,7 +168,8 @@ def test_load_refuses_a_model_of_another_head_k_or_target(world, tmp_path):
         assert str(bad) in str(e.value) and "\n" not in str(e.value)
         assert s.interior == [1]  # a refused load leaves the selection alone
     video = sorted((ds.root / "Videos").glob("*.avi"))[0]  # allowed under the data root, but no model
-    for path, message in ((video, "not a text file"), (ds.root, "no such model file"), (tmp_path / "none.json", "no such")):
+    for path, message in ((video, "not a text file"), (ds.root, "no such model file"),
+                          (tmp_path / "none.json", "no such")):
         with pytest.raises(ArtifactError, match=message):
             s.load(path)
 
