@@ -15,7 +15,7 @@ def pick(
     model: Path = typer.Option(None, "--model", help="Model JSON to edit (from `segment fit` or an earlier pick)."),
     target: str = typer.Option(None, "--target", help="Segment to pick (LV, LA, ...); default: the model's, else LV."),
     out: Path = typer.Option(None, "--out", help="Where `save` writes the model JSON (the only file written)."),
-    host: str = typer.Option("127.0.0.1", "--host", help="Address to serve on; any but loopback is reachable by others."),
+    host: str = typer.Option("127.0.0.1", "--host", help="Address to serve on (non-loopback: reachable by others)."),
     port: int = typer.Option(7860, "--port", help="Port to serve on (0: any free port)."),
     by: str = typer.Option(None, "--by", help="Who picks: written to the saved model as picked_by."),
     format: str = typer.Option("auto", "--format", help="Dataset format (auto detects it)."),
