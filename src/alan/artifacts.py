@@ -41,6 +41,15 @@ def content_hash(tensors: dict[str, torch.Tensor], config: dict[str, Any]) -> st
     return h.hexdigest()[:16]
 
 
+def file_sha256(path: str | Path) -> str:
+    """The sha256 hex digest of a file's bytes (read in 1 MiB chunks), to name a foreign weights file."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for chunk in iter(lambda: f.read(1 << 20), b""):
+            h.update(chunk)
+    return h.hexdigest()
+
+
 MARKER = ".alan-output.json"
 """Hidden file in every folder alan writes atomically: {"kind": ..., "complete": ...}."""
 

@@ -19,6 +19,7 @@ from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
 from alan.errors import AlanError
+from alan.step_estimate import StepTimeEstimate
 
 
 @dataclass
@@ -89,7 +90,7 @@ def make_trainer(opts: RunOptions, run_dir: str | Path, callbacks: Sequence[Call
         num_nodes=opts.num_nodes,
         strategy=opts.strategy,
         logger=loggers or False,
-        callbacks=[ckpt, *callbacks],
+        callbacks=[ckpt, StepTimeEstimate(), *callbacks] if opts.progress else [ckpt, *callbacks],
         enable_progress_bar=opts.progress,
         enable_model_summary=False,
         log_every_n_steps=opts.log_every_n_steps,

@@ -1,5 +1,6 @@
 """`alan segment`, `alan views` and `alan analyze` through the CLI on small phantoms."""
 
+
 import json
 
 import numpy as np
@@ -35,9 +36,24 @@ def test_segment_fit_eval_and_analyze(setup, tmp_path):
     model = json.loads((tmp_path / "lv.json").read_text())
     assert model["target"] == "LV" and model["n_parcels"] == 8 and len(model["stats"]["identified"]) == 8
     res = run(app, ["segment", "eval", "--model", str(tmp_path / "lv.json"), *common, "--data", str(echonet),
-                    "--split", "all", "--json", "--figures", str(tmp_path / "fig")])
+                    "--split", "all", "--json", "--figures", str(tmp_path / "fig"), "--save-masks", str(tmp_path / "nii")])
     assert res.exit_code == 0, res.output
     rep = json.loads(res.stdout[res.stdout.index("{"):])
+    # nnU-Net style label maps beside the ground truth, at the file's resolution, one per scored frame
+    cases = json.loads((tmp_path / "nii" / "dataset.json").read_text())["cases"]
+    assert len(cases) == sum(s["n"] for s in rep["dice"]["LV"].values())
+    from alan.data import open_dataset
+    from alan.metrics import dice
+    from alan.pipelines.labelmaps import read_label_map
+
+    recs = {r.id: r for r in open_dataset(echonet).records}
+    for case in cases[:3]:
+        pred, _ = read_label_map(tmp_path / "nii" / "predictions" / f"{case['case']}.nii.gz")
+        truth, _ = read_label_map(tmp_path / "nii" / "labels" / f"{case['case']}.nii.gz")
+        rec = recs[case["record"]]
+        np.testing.assert_array_equal(truth[0] == 1, rec.masks[case["frame"]]["LV"])
+        assert pred.shape == (1, rec.height, rec.width)
+        assert dice(pred[0] == 1, truth[0] == 1) == pytest.approx(case["dice"])
     assert set(rep["dice"]["LV"]) == {"ED", "ES"} and all(0 <= s["mean"] <= 1 for s in rep["dice"]["LV"].values())
     assert rep["ef"]["n"] >= 1 and (tmp_path / "fig" / "dice_hist_echonet_LV.png").is_file()
     # a model fitted on another head is refused in one line
@@ -47,12 +63,15 @@ def test_segment_fit_eval_and_analyze(setup, tmp_path):
                     "--head", str(tmp_path / "other"), "--data", str(echonet), "--split", "all"])
     assert res.exit_code != 0 and "head_hash" in str(res.exception)
     video = sorted((echonet / "Videos").glob("*.avi"))[0]
-    res = run(app, ["analyze", str(video), *common, "--segment", str(tmp_path / "lv.json"), "--out", str(tmp_path / "an")])
+    res = run(app, ["analyze", str(video), *common, "--segment", str(tmp_path / "lv.json"), "--out", str(tmp_path / "an"),
+                    "--no-progress", "--device", "cpu"])
     assert res.exit_code == 0, res.output
-    s = json.loads((tmp_path / "an" / "summary.json").read_text())
-    masks = np.load(tmp_path / "an" / "masks.npz")["LV"]
-    assert masks.shape[0] == s["frames"] and s["lv_area_px"] == masks.sum(axis=(1, 2)).astype(float).tolist()
-    assert (tmp_path / "an" / "overlay.mp4").stat().st_size > 0 and (tmp_path / "an" / "lv_area.png").is_file()
+    folder = tmp_path / "an" / "records" / video.stem
+    s = json.loads((folder / "summary.json").read_text())
+    labels, _ = read_label_map(folder / "labels.nii.gz")
+    assert labels.shape[0] == s["frames"] and s["lv_area_px"] == (labels == 1).sum(axis=(1, 2)).astype(float).tolist()
+    assert (folder / "overlay.mp4").stat().st_size > 0 and (folder / "lv_area.png").is_file()
+    assert (tmp_path / "an" / "results.csv").read_text().splitlines()[1].startswith(f"{video.stem},ok,")
 
 
 def test_views_fit_eval(setup, tmp_path):

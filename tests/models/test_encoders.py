@@ -71,7 +71,7 @@ def test_weights_that_do_not_fit_are_one_line_data_errors(tv_files, tmp_path):
     assert fits("densenet121", dense_path) and not fits("vgg16", dense_path)
     junk = tmp_path / "junk.pth"
     junk.write_bytes(b"not a checkpoint")
-    with pytest.raises(DataError, match="junk.pth: unreadable"):
+    with pytest.raises(DataError, match="junk.pth: refusing to unpickle"):
         create_encoder("vgg16", imagenet_weights=junk)
     with pytest.raises(DataError, match="no such weights file"):
         create_encoder("vgg16", imagenet_weights=tmp_path / "missing.pth")
@@ -102,3 +102,32 @@ def test_unknown_arch_and_bad_input():
     enc = create_encoder("vgg_tiny", img_size=32)
     with pytest.raises(ValueError, match="grayscale"):
         enc(torch.rand(1, 3, 32, 32))
+
+
+class _NotATensor:
+    """A class a weights file must never make alan import or run."""
+
+
+def test_weights_files_are_read_by_the_one_safe_checkpoint_reader(tmp_path):
+    """Encoders read ImageNet files through models.weights.read_checkpoint (weights_only=True):
+    a pickle that needs a foreign class is refused with one line, a checkpoint that wraps the
+    state dict (``{"state_dict": ...}``) is unwrapped, and the init records the file's sha256."""
+    import hashlib
+
+    from alan.models.encoders import _build_trunk, read_state_dict
+
+    evil = tmp_path / "evil.pth"
+    torch.save({"x": _NotATensor()}, evil)
+    with pytest.raises(DataError, match="evil.pth: refusing to unpickle: the file needs .*_NotATensor"):
+        read_state_dict(evil)
+    wrapped = tmp_path / "wrapped.pth"
+    trunk = _build_trunk("vgg_tiny", 3)
+    torch.save({"state_dict": trunk.state_dict(), "epoch": 3}, wrapped)
+    sd = read_state_dict(wrapped)
+    assert set(sd) == set(trunk.state_dict())
+    enc = create_encoder("vgg_tiny", img_size=32, imagenet_weights=wrapped)
+    assert enc.config.init == "imagenet:" + hashlib.sha256(wrapped.read_bytes()).hexdigest()[:16]
+    empty = tmp_path / "empty.pth"
+    torch.save({}, empty)
+    with pytest.raises(DataError, match="not a state dict of tensors"):
+        read_state_dict(empty)

@@ -170,3 +170,40 @@ def test_train_raptor_is_a_function_of_its_seed_not_of_the_process_rng(tmp_path)
     other = train_raptor(bb, _records(), tmp_path / "c", n_parcels=6, opts=RunOptions(max_epochs=1, batch_size=2,
                                                                                       progress=False, seed=4))
     assert not all(torch.equal(p, q) for p, q in zip(heads[0].parameters(), other.parameters()))
+
+
+def test_position_features_and_the_loss_target_blend():
+    import math
+
+    from alan.models.raptor import POSITION_DIM, position_features
+
+    pos = position_features(4)
+    assert pos.shape == (16, POSITION_DIM) and torch.allclose(pos.norm(dim=-1), torch.ones(16))
+    # the dot product falls with distance along a row: token 0 vs tokens 1, 2, 3 of the first row
+    sims = pos[0] @ pos[:4].T
+    assert sims[0] == pytest.approx(1.0) and bool((sims[1:] < sims[:-1]).all())
+    head = RaptorHead(6, 3, position=0.7, grid=4).eval()
+    x = torch.randn(2, 16, 6)
+    f = head.loss_features(x)
+    assert f.shape == (2, 16, 6 + POSITION_DIM)
+    cos = torch.nn.functional.cosine_similarity
+    a, b = f[0, 3], f[1, 9]
+    want = (cos(x[0, 3], x[1, 9], dim=0) + 0.7**2 * (pos[3] @ pos[9])) / (1 + 0.7**2)
+    assert cos(a, b, dim=0).item() == pytest.approx(want.item(), abs=1e-5)
+    assert head(x).shape == (2, 16, 3)
+    with pytest.raises(ValueError, match="16 tokens"):
+        head(torch.randn(2, 9, 6))
+    # without position the head is the paper's: loss features are the tokens themselves
+    plain = RaptorHead(6, 3)
+    assert torch.equal(plain.loss_features(x), x) and plain.block1.linear.in_features == 6
+    assert not math.isnan(float(head(x).sum()))
+
+
+def test_position_head_round_trips_through_its_artifact(tmp_path):
+    from alan.models.raptor import load_head, save_head
+
+    head = RaptorHead(6, 3, position=0.5, grid=4).eval()
+    save_head(head, tmp_path / "h", backbone_hash="b")
+    back = load_head(tmp_path / "h")
+    x = torch.randn(1, 16, 6)
+    assert back.position == 0.5 and back.grid == 4 and torch.allclose(back(x), head(x))

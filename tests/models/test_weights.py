@@ -171,3 +171,41 @@ def test_cli_import_and_errors(bare, tmp_path, run_cli):
         r = run_cli(*args)
         assert r.returncode == 2 and len(r.stderr.strip().splitlines()) == 1 and "Traceback" not in r.stderr, r.stderr
     assert not (tmp_path / "x").exists()
+
+
+def _dinov2_source():
+    """A timm ViT with LayerScale (DINOv2's block) at vit_small_p8_112's geometry, random weights."""
+    from timm.models.vision_transformer import VisionTransformer
+
+    torch.manual_seed(1)
+    model = VisionTransformer(img_size=112, patch_size=8, embed_dim=384, depth=12, num_heads=6, num_classes=0,
+                              init_values=1.0).eval()
+    with torch.no_grad():
+        for name, p in model.named_parameters():
+            if name.endswith(("ls1.gamma", "ls2.gamma")):
+                p.uniform_(0.1, 2.0)  # not the identity, so a dropped gamma would show
+    return model
+
+
+def test_dinov2_layout_imports_with_layerscale_folded(tmp_path):
+    src = _dinov2_source()
+    state = {**src.state_dict(), "mask_token": torch.zeros(1, 384)}  # the published file's keys
+    assert any(k.endswith("ls1.gamma") for k in state)
+    torch.save(state, tmp_path / "dinov2_vits14_pretrain.pth")
+    bb = import_backbone(tmp_path / "dinov2_vits14_pretrain.pth", "vit_small_p8_112")
+    assert bb.config.meta["import"]["layout"].startswith("dinov2")
+    x = torch.randn(2, 3, 112, 112)
+    torch.testing.assert_close(outputs(bb.vit, x), outputs(src, x), rtol=1e-4, atol=1e-4)
+
+
+def test_dinov3_and_register_layouts_are_refused_in_one_line(tmp_path):
+    base = _dinov2_source().state_dict()
+    v3 = {k: v for k, v in base.items() if k != "pos_embed"}
+    v3.update({"storage_tokens": torch.zeros(1, 4, 384), "rope_embed.periods": torch.ones(16)})
+    torch.save(v3, tmp_path / "dinov3_vits16.pth")
+    with pytest.raises(DataError, match="DINOv3 weights .*rotary") as e:
+        import_backbone(tmp_path / "dinov3_vits16.pth", "vit_small_p8_112")
+    assert "\n" not in str(e.value)
+    torch.save({**base, "register_tokens": torch.zeros(1, 4, 384)}, tmp_path / "dinov2_vits14_reg4.pth")
+    with pytest.raises(DataError, match="register tokens"):
+        import_backbone(tmp_path / "dinov2_vits14_reg4.pth", "vit_small_p8_112")

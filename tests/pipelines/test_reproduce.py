@@ -55,4 +55,22 @@ def test_reproduce_alan_on_phantoms(phantoms, tmp_path):
 
 def test_reproduce_needs_a_dataset():
     res = CliRunner().invoke(app, ["reproduce", "alan"])
-    assert res.exit_code != 0
+    assert res.exit_code == 2 and "give at least one of --echonet, --camus, --tmed2" in res.output
+
+
+def test_camus_2019_scores_held_out_training_patients(tmp_path):
+    from alan.data import open_dataset
+    from alan.pipelines.protocol import scoring_sets
+
+    ds = open_dataset(synthesize("camus", tmp_path / "camus2019", seed=3, size="small", release="2019"))
+    assert not any(r.annotated for r in ds.split("test"))  # the 2019 release withholds the testing ground truth
+    fit, test, info = scoring_sets(ds, ("train",), ("test",))
+    assert "2019 release withholds" in info["note"] and "--camus" in info["note"]
+    fit_p, test_p = {r.patient for r in fit}, {r.patient for r in test}
+    train_p = sorted({r.patient for r in ds.split("train")})
+    assert not fit_p & test_p and fit_p | test_p == set(train_p)
+    assert sorted(test_p) == train_p[-len(test_p):] and all(r.annotated for r in test)
+    # the NIfTI release has its testing ground truth: the official split is scored, with no note
+    nifti = open_dataset(synthesize("camus", tmp_path / "camus_nifti", seed=3, size="small"))
+    fit, test, info = scoring_sets(nifti, ("train",), ("test",))
+    assert info["note"] is None and test == nifti.split("test")

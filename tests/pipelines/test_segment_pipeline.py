@@ -93,3 +93,42 @@ def test_oracle_dice_perfect_when_parcels_align():
     parcels = np.where(truth, 3, 1).astype(np.int32)
     assert oracle_dice(parcels, truth)[0] == 1.0
     assert oracle_dice(np.ones_like(parcels), truth)[0] == pytest.approx(0.0)
+
+
+def test_constant_mask_baseline_is_scored_on_the_evaluated_frames():
+    """evaluate_segmenter's baseline DICE = DICE of the mean fitting mask (>= 0.5) on each test frame."""
+    from alan.downstream.parcel_to_segment import ParcelToSegment
+    from alan.metrics import dice
+    from alan.pipelines.segment import evaluate_segmenter, fit_baseline, segmentation_report
+
+    rng = np.random.default_rng(0)
+
+    def record(name, a, b, shape=(112, 112)):
+        frames = rng.integers(0, 255, (4, *shape), dtype=np.uint8)
+        masks = {0: {"LV": _ellipse_mask(a, b, shape)}, 2: {"LV": _ellipse_mask(a - 6, b - 4, shape)}}
+        return Record(name, load_frames=lambda: frames, n_frames=4, height=shape[0], width=shape[1],
+                      load_masks=lambda: masks, annotated=(0, 2), ed=0, es=2)
+
+    fit_recs = [record(f"f{i}", 30 + 3 * i, 20 + i) for i in range(3)]
+    test_recs = [record("t0", 25, 18), record("t1", 38, 26)]
+
+    class Parcellate:  # parcels = the frame's pixel > 127 (any map works: only the baseline is checked)
+        work_size = 112
+        provenance = {"backbone_hash": "b", "head_hash": "h", "work_size": 112}
+
+        def __call__(self, images):
+            return (images > 127).astype(np.int32)
+
+    p = Parcellate()
+    baseline = fit_baseline(fit_recs, "LV", 112)
+    fit_masks = np.stack([m for r in fit_recs for m in (r.masks[0]["LV"], r.masks[2]["LV"])])
+    mean_mask = fit_masks.mean(0) >= 0.5
+    assert np.array_equal(baseline.mask_, mean_mask)
+    model = ParcelToSegment(target="LV", n_parcels=2).fit(p(np.stack([r.frames[0] for r in fit_recs])),
+                                                          fit_masks[::2], provenance=p.provenance)
+    res = evaluate_segmenter(model, p, test_recs, baseline=baseline)
+    want = [dice(mean_mask, r.masks[i]["LV"]) for r in test_recs for i in (0, 2)]
+    assert np.allclose(res.baseline_dice, want)
+    report = segmentation_report({"LV": res}, "echonet")
+    assert report["baseline"]["LV"]["ED"] == pytest.approx(np.mean(want[::2]))
+    assert report["baseline"]["LV"]["ES"] == pytest.approx(np.mean(want[1::2]))

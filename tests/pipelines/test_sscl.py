@@ -198,7 +198,9 @@ def test_cli_grid_on_the_small_acdc_phantom(tmp_path, small_phantom):
 
 
 def test_demo_grid_quick(tmp_path, small_phantom):
-    res = sscl.demo_grid(small_phantom, tmp_path / "demo", quick=True)
+    from alan.pipelines.demo import sscl_grid
+
+    res = sscl_grid(small_phantom, tmp_path / "demo", quick=True)
     assert "Table 1" in res["tables"] and res["figures"] and (tmp_path / "demo" / "grid.json").is_file()
     assert set(res["auc"]) == {"vgg_tiny", "densenet_tiny"}
 

@@ -47,3 +47,19 @@ def test_report_embeds_tables_and_figures(tmp_path):
     assert base64.b64decode(payload) == fig_path.read_bytes()
     assert "Demo &lt;results&gt;" in text
     assert not list((tmp_path / "sub").glob(".*tmp"))
+
+
+def test_report_plays_videos_linked_inside_its_folder_embedded_outside(tmp_path):
+    import numpy as np
+
+    from alan.reports.overlays import save_overlay_mp4
+
+    frames = np.random.default_rng(0).integers(0, 255, (4, 16, 16), dtype=np.uint8)
+    inside = save_overlay_mp4(tmp_path / "rep" / "rec 1" / "overlay.mp4", frames, frames > 128, fps=5)
+    outside = save_overlay_mp4(tmp_path / "elsewhere.mp4", frames, frames > 128, fps=5)
+    rep = Report("videos")
+    rep.section("s").figures += [(inside, "in"), (outside, "out")]
+    text = rep.write(tmp_path / "rep" / "report.html").read_text()
+    srcs = re.findall(r"<video [^>]*src='([^']+)'", text)
+    assert srcs[0] == "rec%201/overlay.mp4"
+    assert base64.b64decode(srcs[1].removeprefix("data:video/mp4;base64,")) == outside.read_bytes()

@@ -9,6 +9,8 @@ from pathlib import Path
 
 import typer
 
+from alan.cli._options import out_dir
+
 backbone_app = typer.Typer(help="Locked ViT backbones: import foreign weights, inspect artifacts.", no_args_is_help=True)
 
 
@@ -21,12 +23,20 @@ def import_(
     weights: Path = typer.Argument(..., help="Official DINO .pth (bare or full checkpoint), timm .pth/.safetensors, "
                                              "an alan backbone folder or an alan DINO last.ckpt."),
     arch: str = typer.Option(..., "--arch", help="Target architecture (see `alan backbone archs`)."),
-    out: Path = typer.Option(..., "--out", help="Artifact folder to write."),
+    out: Path = out_dir("Artifact folder to write."),
     key: str = typer.Option("teacher", "--key", help="Which network of a DINO training checkpoint: teacher or student."),
     mean: float = typer.Option(None, "--mean", help="Gray mean of the input standardisation (default: ImageNet's or the stored one)."),
     std: float = typer.Option(None, "--std", help="Gray std (with --mean)."),
 ) -> None:
-    """Import ViT weights strictly, resampling patch/position embeddings to the target size."""
+    """Import ViT weights strictly, resampling patch/position embeddings to the target size.
+
+    DINO (dino_deitsmall8_pretrain.pth), DINOv2 (dinov2_vits14_pretrain.pth) and DINOv3 ViT-S
+    checkpoints are recognised by their key layout.
+
+    Example:
+
+        alan backbone import dino_deitsmall8_pretrain.pth --arch vit_small_p8_224 --out bb/imagenet
+    """
     from dataclasses import replace
 
     from alan.errors import AlanError
@@ -46,10 +56,15 @@ def import_(
 @backbone_app.command("random")
 def random_(
     arch: str = typer.Option(..., "--arch", help="Architecture (see `alan backbone archs`)."),
-    out: Path = typer.Option(..., "--out", help="Artifact folder to write."),
+    out: Path = out_dir("Artifact folder to write."),
     seed: int = typer.Option(0, "--seed", help="Initialisation seed."),
 ) -> None:
-    """Lock a randomly initialised backbone (a baseline: what do untrained features give?)."""
+    """Lock a randomly initialised backbone (a baseline: what do untrained features give?).
+
+    Example:
+
+        alan backbone random --arch vit_tiny_p8_112 --out bb/random
+    """
     import torch
 
     from alan.models.backbones import create_backbone, save_backbone
@@ -62,7 +77,12 @@ def random_(
 @backbone_app.command("info")
 def info(path: Path = typer.Argument(..., help="Backbone artifact folder (or a run folder holding backbone/)."),
          as_json: bool = typer.Option(False, "--json", help="Print the whole config as JSON.")) -> None:
-    """Verify an artifact's hash and show what it is."""
+    """Verify an artifact's hash and show what it is.
+
+    Example:
+
+        alan backbone info runs/dino
+    """
     from alan.models.backbones import load_backbone
 
     bb = load_backbone(path)
@@ -78,7 +98,12 @@ def info(path: Path = typer.Argument(..., help="Backbone artifact folder (or a r
 
 @backbone_app.command("archs")
 def archs() -> None:
-    """List the architectures."""
+    """List the architectures.
+
+    Example:
+
+        alan backbone archs
+    """
     from alan.models.backbones import ARCHS
 
     for name, s in ARCHS.items():

@@ -30,7 +30,12 @@ def inspect(
     items: bool = typer.Option(False, "--items", help="Also list every record."),
     decode: bool = typer.Option(False, "--decode", help="Decode every record's frames to check them."),
 ) -> None:
-    """Summarise a dataset: items, splits, classes, annotated frames, mask pixels."""
+    """Summarise a dataset: items, splits, classes, annotated frames, mask pixels.
+
+    Example:
+
+        alan data inspect data/echonet --json
+    """
     from alan.data import open_dataset
     from alan.data.summary import summarize
 

@@ -11,11 +11,16 @@ def demo(
     out: Path = typer.Option(Path("demo-out"), "--out", help="Output folder (data, models, figures, results.json, report.html)."),
     quick: bool = typer.Option(False, "--quick", help="Small phantoms and short training (under 2 minutes on 2 cores)."),
     train_backbone: bool = typer.Option(False, "--train-backbone", help="Retrain the DINO backbone instead of the shipped locked one."),
-    backbone_steps: int = typer.Option(300, "--backbone-steps", help="DINO steps with --train-backbone."),
+    backbone_steps: int = typer.Option(300, "--backbone-steps", min=1, help="DINO steps with --train-backbone."),
     sscl: bool = typer.Option(True, "--sscl/--no-sscl", help="Also run the SSCL grid on the CMR phantom."),
-    seed: int = typer.Option(0, "--seed"),
+    seed: int = typer.Option(0, "--seed", help="Seed of the phantoms and of every training step."),
 ) -> None:
-    """Synthesise phantoms, parcellate, segment LV/LA, classify views, run the SSCL grid; write a report."""
+    """Synthesise phantoms, parcellate, segment LV/LA, classify views, run the SSCL grid; write a report.
+
+    Example:
+
+        alan demo --quick --out demo-out
+    """
     from alan.pipelines.demo import DemoConfig, run_demo
 
     run_demo(out, DemoConfig(quick=quick, seed=seed, train_backbone=train_backbone, backbone_steps=backbone_steps, sscl=sscl))
@@ -23,4 +28,5 @@ def demo(
 
 
 def register(app: typer.Typer) -> None:
+    """Add this module's commands to the main app."""
     app.command("demo")(demo)

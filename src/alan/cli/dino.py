@@ -8,28 +8,33 @@ from pathlib import Path
 
 import typer
 
-from alan.cli._options import (Accelerator, Devices, NumNodes, NumWorkers, Resume, Seed, ShowProgress, Strategy,
-                                Tensorboard, run_options, select_records)
+from alan.cli._options import (AcceleratorAlias, Device, Devices, NumNodes, NumWorkers, Precision, Resume, Seed,
+                                ShowProgress, Strategy, Tensorboard, accelerator, out_dir, run_options, select_records)
 
-dino_app = typer.Typer(help="DINO self-supervised backbone training (ALAN, METHODS A1).", no_args_is_help=True)
+dino_app = typer.Typer(help="DINO self-supervised backbone training (Caron et al., Emerging Properties in "
+                            "Self-Supervised Vision Transformers; the ALAN paper's backbone).", no_args_is_help=True)
 
+#: The default architecture: trains on a CPU in minutes per epoch of a small dataset. The paper's is vit_small_p4_112.
+DEFAULT_ARCH = "vit_tiny_d6_p8_112"
+PAPER_ARCH = "vit_small_p4_112"
 
 
 @dino_app.command("train")
 def train(
     data: list[Path] = typer.Option(..., "--data", help="Dataset folder (any reader format) or a video file; repeat "
                                     "--data to train on the frames of several datasets together."),
-    arch: str = typer.Option(..., "--arch", help="Architecture (see `alan backbone archs`); paper: vit_small_p4_112."),
-    out: Path = typer.Option(..., "--out", help="Run folder: checkpoints/, logs/, and the backbone artifact in backbone/."),
+    arch: str = typer.Option(DEFAULT_ARCH, "--arch", help=f"Architecture (see `alan backbone archs`); default "
+                             f"{DEFAULT_ARCH} (CPU-sized); the paper's: {PAPER_ARCH} (or --arch paper)."),
+    out: Path = out_dir("Run folder: checkpoints/, logs/, and the backbone artifact in backbone/."),
     format: str = typer.Option("auto", "--format", help="Dataset format (auto detects it; one format for every --data)."),
     split: str = typer.Option("train", "--split", help="Split(s) whose frames are used, comma-separated, or 'all'."),
-    epochs: int = typer.Option(40, "--epochs", help="Epochs over all frames (paper's echo run: 40-50)."),
-    max_steps: int = typer.Option(-1, "--max-steps", help="Stop after this many steps (-1: no limit); schedules span the run."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Frames per batch per device (the lr scales with the global batch)."),
-    n_local: int = typer.Option(8, "--n-local", help="Local crops per frame."),
-    out_dim: int = typer.Option(65536, "--out-dim", help="DINO head output dimension (small values for CPU smoke runs)."),
-    hidden_dim: int = typer.Option(2048, "--hidden-dim", help="DINO head hidden width."),
-    bottleneck_dim: int = typer.Option(256, "--bottleneck-dim", help="DINO head bottleneck width."),
+    epochs: int = typer.Option(40, "--epochs", min=1, help="Epochs over all frames (paper's echo run: 40-50)."),
+    max_steps: int = typer.Option(-1, "--max-steps", min=-1, help="Stop after this many steps (-1: no limit); schedules span the run."),
+    batch_size: int = typer.Option(64, "--batch-size", min=1, help="Frames per batch per device (the lr scales with the global batch)."),
+    n_local: int = typer.Option(8, "--n-local", min=0, help="Local crops per frame."),
+    out_dim: int = typer.Option(65536, "--out-dim", min=1, help="DINO head output dimension (small values for CPU smoke runs)."),
+    hidden_dim: int = typer.Option(2048, "--hidden-dim", min=1, help="DINO head hidden width."),
+    bottleneck_dim: int = typer.Option(256, "--bottleneck-dim", min=1, help="DINO head bottleneck width."),
     head_batch_norm: bool = typer.Option(False, "--head-batch-norm/--no-head-batch-norm",
                                          help="BatchNorm in the DINO head's MLP (the official --use_bn_in_head)."),
     lr: float = typer.Option(5e-4, "--lr", help="Base learning rate per 256 frames."),
@@ -41,27 +46,36 @@ def train(
     drop_path: float = typer.Option(0.1, "--drop-path", help="Student drop-path rate."),
     init: Path = typer.Option(None, "--init", help="Start from this backbone artifact (e.g. imported ImageNet DINO)."),
     frame_size: int = typer.Option(None, "--frame-size", help="Frames are resized to this square size (default: the arch's)."),
-    window: int = typer.Option(16, "--window", help="Shuffle window in records (the per-worker video caches hold 2x this)."),
-    stats_records: int = typer.Option(None, "--stats-records", help="Compute mean/std on this many evenly spaced records (default: all)."),
-    limit: int = typer.Option(None, "--limit", help="Use at most this many records (quick runs)."),
-    accelerator: Accelerator = "auto",
+    window: int = typer.Option(16, "--window", min=1, help="Shuffle window in records (the per-worker video caches hold 2x this)."),
+    stats_records: int = typer.Option(None, "--stats-records", min=1, help="Compute mean/std on this many evenly spaced records (default: all)."),
+    limit: int = typer.Option(None, "--limit", min=1, help="Use at most this many records (quick runs)."),
+    device: Device = "auto",
+    accelerator_alias: AcceleratorAlias = None,
     devices: Devices = "auto",
     num_nodes: NumNodes = 1,
     strategy: Strategy = "auto",
-    precision: str = typer.Option("32-true", "--precision", help="Lightning precision (the paper: no fp16)."),
+    precision: Precision = "32-true",
     num_workers: NumWorkers = 0,
     seed: Seed = 0,
-    checkpoint_every: int = typer.Option(50, "--checkpoint-every", help="Save checkpoints/last.ckpt every N steps."),
+    checkpoint_every: int = typer.Option(50, "--checkpoint-every", min=1, help="Save checkpoints/last.ckpt every N steps."),
     resume: Resume = False,
     progress: ShowProgress = True,
     tensorboard: Tensorboard = False,
-    log_every: int = typer.Option(10, "--log-every", help="Log metrics every N steps."),
+    log_every: int = typer.Option(10, "--log-every", min=1, help="Log metrics every N steps."),
 ) -> None:
-    """Train DINO on all frames of the chosen split and lock the teacher as OUT/backbone."""
+    """Train DINO on all frames of the chosen split and lock the teacher as OUT/backbone.
+
+    Prints the number of steps and a time estimate measured on the first steps.
+
+    Example:
+
+        alan dino train --data data/echonet --out runs/dino --epochs 10
+    """
     from alan.errors import DataError
     from alan.models.backbones import arch_spec, load_backbone
     from alan.models.dino import DINOConfig, train_dino
 
+    arch = PAPER_ARCH if arch == "paper" else arch
     arch_spec(arch)
     records, formats = [], []
     for path in data:
@@ -74,7 +88,7 @@ def train(
                         warmup_teacher_temp_epochs=warmup_teacher_temp_epochs,
                         momentum_teacher=momentum_teacher, drop_path=drop_path)
     opts = run_options(max_epochs=epochs, max_steps=max_steps, batch_size=batch_size, precision=precision,
-                       accelerator=accelerator, devices=devices, num_nodes=num_nodes, strategy=strategy,
+                       accelerator=accelerator(device, accelerator_alias), devices=devices, num_nodes=num_nodes, strategy=strategy,
                        num_workers=num_workers, seed=seed, resume=resume, progress=progress, tensorboard=tensorboard,
                        log_every_n_steps=log_every, checkpoint_every_n_steps=checkpoint_every)
     init_bb = load_backbone(init) if init is not None else None

@@ -24,7 +24,7 @@ app = typer.Typer(
 )
 
 GROUPS = (
-    "synth", "data", "backbone", "dino", "raptor", "parcels",
+    "synth", "data", "backbone", "probe", "dino", "raptor", "parcels",
     "segment", "views", "analyze", "reproduce", "sscl", "demo",
     "pick",
 )
@@ -32,6 +32,29 @@ for _name in GROUPS:
     importlib.import_module(f"alan.cli.{_name}").register(app)
 
 err = Console(stderr=True, highlight=False, soft_wrap=True)
+
+
+def _version(value: bool) -> None:
+    if value:
+        from importlib.metadata import PackageNotFoundError, version
+
+        try:
+            text = version("alan")
+        except PackageNotFoundError:
+            from alan import __version__ as text
+        typer.echo(f"alan {text}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(version: bool = typer.Option(False, "--version", callback=_version, is_eager=True,
+                                       help="Print the version and exit.")) -> None:
+    """Label-efficient cardiac image analysis: ALAN parcels and SSCL with anatomic priors.
+
+    Example:
+
+        alan synth echonet data/echonet --size small && alan data inspect data/echonet
+    """
 
 
 def quiet_libraries() -> None:

@@ -9,17 +9,20 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from alan.cli._options import Device, device_option, out_dir, out_file
+
 segment_app = typer.Typer(help="Parcel-to-segment: LV / LA masks as unions of parcels (ALAN).", no_args_is_help=True)
 console = Console()
 
 
-def load_parcellator(backbone: Path, head: Path, work_size: int, batch_size: int = 32):
+def load_parcellator(backbone: Path, head: Path, work_size: int, batch_size: int = 32, device: str = "cpu"):
+    """Backbone + head artifacts on `device` as a `Parcellator` at `work_size`."""
     from alan.models.backbones import load_backbone
     from alan.models.raptor import load_head
     from alan.pipelines.segment import Parcellator
 
-    bb = load_backbone(backbone)
-    return Parcellator(bb, load_head(head, backbone=bb), work_size=work_size, batch_size=batch_size)
+    bb = load_backbone(backbone, device=device)
+    return Parcellator(bb, load_head(head, backbone=bb).to(device), work_size=work_size, batch_size=batch_size)
 
 
 @segment_app.command("fit")
@@ -27,21 +30,31 @@ def fit(
     backbone: Path = typer.Option(..., "--backbone", help="Locked backbone artifact folder."),
     head: Path = typer.Option(..., "--head", help="RAPTOR head artifact (or raptor run folder)."),
     data: Path = typer.Option(..., "--data", help="Labelled dataset (EchoNet-Dynamic, CAMUS, ACDC)."),
-    out: Path = typer.Option(..., "--out", help="Where to write the model JSON."),
+    out: Path = out_file("Where to write the model JSON."),
     target: str = typer.Option("LV", "--target", help="Target segment: LV or LA (any label the reader gives)."),
     split: str = typer.Option("val", "--split", help="Split(s) to fit on (paper: EchoNet VAL, CAMUS training)."),
-    format: str = typer.Option("auto", "--format"),
-    work_size: int = typer.Option(112, "--work-size", help="Square resolution for parcels and post-processing."),
-    overlap: float = typer.Option(0.75, "--overlap"),
-    hit_rate: float = typer.Option(0.5, "--hit-rate"),
-    presence: float = typer.Option(0.3, "--presence"),
+    format: str = typer.Option("auto", "--format", help="Dataset format (auto detects it)."),
+    work_size: int = typer.Option(112, "--work-size", min=16, help="Square resolution for parcels and post-processing."),
+    overlap: float = typer.Option(0.75, "--overlap", min=0.0, max=1.0,
+                                  help="A parcel is identified with the target when this share of it lies inside the mask."),
+    hit_rate: float = typer.Option(0.5, "--hit-rate", min=0.0, max=1.0,
+                                   help="...in at least this share of the frames where it appears."),
+    presence: float = typer.Option(0.3, "--presence", min=0.0, max=1.0,
+                                   help="Only parcels present in at least this share of the frames are considered."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Frames per backbone batch."),
+    device: Device = "auto",
 ) -> None:
-    """Learn which parcels make up TARGET (the model's parameters are K booleans)."""
+    """Learn which parcels make up TARGET (the model's parameters are K booleans).
+
+    Example:
+
+        alan segment fit --backbone runs/dino --head runs/raptor --data data/echonet --split val --target LV --out lv.json
+    """
     from alan.cli._options import select_records
     from alan.pipelines.segment import fit_segmenter
 
     _, records = select_records(data, format, split)
-    parcellator = load_parcellator(backbone, head, work_size)
+    parcellator = load_parcellator(backbone, head, work_size, batch_size, device_option(device))
     model = fit_segmenter(parcellator, records, target, progress=True, overlap=overlap, hit_rate=hit_rate, presence=presence)
     model.to_json(out)
     console.print(f"{target}: interior parcels {model.interior_parcels_} of K={model.n_parcels_} "
@@ -51,26 +64,55 @@ def fit(
 @segment_app.command("eval")
 def evaluate(
     model: Path = typer.Option(..., "--model", help="Model JSON from `alan segment fit`."),
-    backbone: Path = typer.Option(..., "--backbone"),
-    head: Path = typer.Option(..., "--head"),
-    data: Path = typer.Option(..., "--data"),
-    split: str = typer.Option("test", "--split"),
-    format: str = typer.Option("auto", "--format"),
-    figures: Path = typer.Option(None, "--figures", help="Folder for the DICE histogram and best/worst overlays."),
+    backbone: Path = typer.Option(..., "--backbone", help="Locked backbone artifact the model was fitted on."),
+    head: Path = typer.Option(..., "--head", help="RAPTOR head artifact the model was fitted on."),
+    data: Path = typer.Option(..., "--data", help="Labelled dataset to score on (any reader format)."),
+    split: str = typer.Option("test", "--split", help="Split(s) to score, comma-separated, or 'all'."),
+    format: str = typer.Option("auto", "--format", help="Dataset format (auto detects it)."),
+    figures: Path = out_dir("Folder for the DICE histogram and best/worst overlays.", None, "--figures"),
+    save_masks: Path = out_dir("Folder for NIfTI label maps of every scored frame, nnU-Net style: images/, "
+                               "predictions/ and labels/ (ground truth), one CASE_PHASE.nii.gz each.", None,
+                               "--save-masks"),
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of tables."),
+    baseline_split: str = typer.Option("val", "--baseline-split",
+                                       help="Split whose mean target mask is the constant-mask baseline shown beside "
+                                            "the model (use the split the model was fitted on; 'none' to skip)."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Frames per backbone batch."),
+    device: Device = "auto",
 ) -> None:
-    """DICE mean +- std per phase (ED, ES), the layout of the paper's Table 2."""
+    """DICE mean +- std per phase (ED, ES), the layout of the paper's Table 2, beside the constant-mask
+    baseline (the mean target mask of --baseline-split, thresholded at 0.5, for every frame).
+
+    Example:
+
+        alan segment eval --model lv.json --backbone runs/dino --head runs/raptor --data data/echonet --split test --save-masks masks/
+    """
     from alan.cli._options import select_records
     from alan.downstream.parcel_to_segment import ParcelToSegment
     from alan.pipelines.segment import evaluate_segmenter, segmentation_report
 
     seg = ParcelToSegment.from_json(model)
     dataset, records = select_records(data, format, split)
-    parcellator = load_parcellator(backbone, head, int(seg.provenance_.get("work_size", 112)))
-    result = evaluate_segmenter(seg, parcellator, records, progress=not as_json)
+    parcellator = load_parcellator(backbone, head, int(seg.provenance_.get("work_size", 112)), batch_size,
+                                   device_option(device))
+    baseline = None
+    if baseline_split.lower() != "none":
+        from alan.pipelines.segment import fit_baseline
+
+        _, fit_records = select_records(data, format, baseline_split)
+        baseline = fit_baseline(fit_records, seg.target, parcellator.work_size)
+    result = evaluate_segmenter(seg, parcellator, records, progress=not as_json, baseline=baseline)
     report = segmentation_report({seg.target: result}, dataset.format, figures)
+    if save_masks is not None:
+        from alan.pipelines.labelmaps import save_eval_masks
+
+        report["saved_masks"] = str(save_masks_dir := save_eval_masks(result, records, save_masks))
+        if not as_json:
+            console.print(f"NIfTI label maps -> {save_masks_dir / 'predictions'}, {save_masks_dir / 'labels'}")
     if as_json:
-        print(json.dumps(report, indent=2))
+        from alan.artifacts import dumps_json
+
+        print(dumps_json(report))
         return
     console.print(segmentation_table(report, dataset.format))
     if report.get("ef"):
@@ -86,7 +128,10 @@ def segmentation_table(report: dict, fmt: str) -> Table:
 
     table = Table(title=f"DICE [%] on {fmt} ({report['n_frames']} frames)")
     class_set = report.get("class_set_oracle")  # only when the model was fitted in this run
-    cols = ["target", "phase", "ours mean ± std", "n", "oracle (best union of the frame's regions)"]
+    baseline = report.get("baseline")
+    cols = ["target", "phase", "ours mean ± std", "n"]
+    cols += ["constant mask (mean fitting mask)"] if baseline else []
+    cols += ["oracle (best union of the frame's regions)"]
     cols += ["best class set (fitted on the fitting set)"] if class_set else []
     for col in [*cols, "paper (echo DINO, K=64)"]:
         table.add_column(col, justify="right" if col != "target" else "left")
@@ -94,8 +139,9 @@ def segmentation_table(report: dict, fmt: str) -> Table:
     for target, phases in report["dice"].items():
         for phase, s in phases.items():
             paper = PAPER_TABLE2.get(fmt, {}).get(target, {}).get(phase)
-            row = [target, phase, f"{s['mean'] * 100:.2f} ± {s['std'] * 100:.2f}", str(s["n"]),
-                   pct(report.get("oracle", {}).get(target, {}).get(phase))]
+            row = [target, phase, f"{s['mean'] * 100:.2f} ± {s['std'] * 100:.2f}", str(s["n"])]
+            row += [pct(baseline.get(target, {}).get(phase))] if baseline else []
+            row += [pct(report.get("oracle", {}).get(target, {}).get(phase))]
             row += [pct(class_set.get(target, {}).get(phase))] if class_set else []
             table.add_row(*row, "" if paper is None else f"{paper:.2f}")
     return table

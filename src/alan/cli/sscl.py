@@ -1,4 +1,4 @@
-"""`alan sscl pretrain` and `alan sscl grid`: SSCL with anatomic priors (SSCL paper, METHODS B)."""
+"""`alan sscl pretrain` and `alan sscl grid`: SSCL with anatomic priors (SimCLR pre-training on CMR, with and without heart masks)."""
 
 from __future__ import annotations
 
@@ -9,8 +9,8 @@ from pathlib import Path
 
 import typer
 
-from alan.cli._options import (Accelerator, Devices, NumNodes, NumWorkers, Precision, Resume, Seed, ShowProgress,
-                                Strategy, Tensorboard, run_options, select_records)
+from alan.cli._options import (AcceleratorAlias, Device, Devices, NumNodes, NumWorkers, Precision, Resume, Seed,
+                                ShowProgress, Strategy, Tensorboard, accelerator, out_dir, run_options, select_records)
 
 sscl_app = typer.Typer(help="SSCL with anatomic priors: SimCLR pre-training and the paper's grid.",
                        no_args_is_help=True)
@@ -42,9 +42,9 @@ class Level(str, Enum):
 
 
 
-def _run_options(epochs, batch_size, accelerator, devices, num_nodes, strategy, precision, num_workers, seed, resume,
+def _run_options(epochs, batch_size, device, devices, num_nodes, strategy, precision, num_workers, seed, resume,
                  progress, tensorboard):
-    return run_options(max_epochs=epochs, batch_size=batch_size, precision=precision, accelerator=accelerator,
+    return run_options(max_epochs=epochs, batch_size=batch_size, precision=precision, accelerator=device,
                        devices=devices, num_nodes=num_nodes, strategy=strategy, num_workers=num_workers, seed=seed,
                        resume=resume, progress=progress, tensorboard=tensorboard)
 
@@ -55,7 +55,7 @@ _MASK_HELP = "Heart masks: gt (the dataset's LV+MYO+RV) or alan (parcel-to-segme
 @sscl_app.command("pretrain")
 def pretrain_cmd(
     data: Path = typer.Option(..., "--data", help="Dataset folder with short-axis cine slices (ACDC layout)."),
-    out: Path = typer.Option(..., "--out", help="Run folder: checkpoints/, logs/ and the encoder artifact in encoder/."),
+    out: Path = out_dir("Run folder: checkpoints/, logs/ and the encoder artifact in encoder/."),
     arch: str = typer.Option("vgg16", "--arch", help="vgg16, densenet121, vgg_tiny, densenet_tiny or a timm name."),
     input: Input = typer.Option(Input.full, "--input", help="full images, or segmented (image x heart mask)."),
     frames: Frames = typer.Option(Frames.edes, "--frames", help="edes: the ED and ES frames; all: every cine frame."),
@@ -65,15 +65,16 @@ def pretrain_cmd(
     alan_backbone: Path = typer.Option(None, "--alan-backbone", help="Locked backbone artifact (alan masks)."),
     alan_head: Path = typer.Option(None, "--alan-head", help="RAPTOR head artifact (alan masks)."),
     alan_p2s: list[Path] = typer.Option(None, "--alan-p2s", help="Parcel-to-segment JSON, repeatable (LV, MYO, RV: OR-ed)."),
-    margin: int = typer.Option(0, "--margin", help="Dilate the heart mask by this many pixels (native resolution)."),
-    img_size: int = typer.Option(224, "--img-size", help="Square input size of the encoder."),
-    epochs: int = typer.Option(100, "--epochs", help="Maximum epochs (early stopping on the validation loss)."),
-    batch_size: int = typer.Option(64, "--batch-size", help="Images per batch (paper: 64-256)."),
-    lr: float = typer.Option(1e-4, "--lr", help="Adam learning rate (paper: 1e-4)."),
-    temperature: float = typer.Option(0.1, "--temperature", help="NT-Xent temperature (paper: 0.1)."),
-    patience: int = typer.Option(10, "--patience", help="Early-stopping patience in epochs."),
-    val_fraction: float = typer.Option(0.1, "--val-fraction", help="Patients held out for early stopping."),
-    accelerator: Accelerator = "auto",
+    margin: int = typer.Option(0, "--margin", min=0, help="Dilate the heart mask by this many pixels (native resolution)."),
+    img_size: int = typer.Option(224, "--img-size", min=16, help="Square input size of the encoder."),
+    epochs: int = typer.Option(100, "--epochs", min=1, help="Maximum epochs (early stopping on the validation loss)."),
+    batch_size: int = typer.Option(64, "--batch-size", min=2, help="Images per batch (paper: 64-256)."),
+    lr: float = typer.Option(1e-4, "--lr", min=0.0, help="Adam learning rate (paper: 1e-4)."),
+    temperature: float = typer.Option(0.1, "--temperature", min=1e-6, help="NT-Xent temperature (paper: 0.1)."),
+    patience: int = typer.Option(10, "--patience", min=1, help="Early-stopping patience in epochs."),
+    val_fraction: float = typer.Option(0.1, "--val-fraction", min=0.0, max=0.9, help="Patients held out for early stopping."),
+    device: Device = "auto",
+    accelerator_alias: AcceleratorAlias = None,
     devices: Devices = "auto",
     num_nodes: NumNodes = 1,
     strategy: Strategy = "auto",
@@ -84,11 +85,18 @@ def pretrain_cmd(
     progress: ShowProgress = True,
     tensorboard: Tensorboard = False,
 ) -> None:
-    """SimCLR pre-training of one encoder; writes a locked encoder artifact (safetensors + JSON with hash)."""
+    """SimCLR pre-training of one encoder; writes a locked encoder artifact (safetensors + JSON with hash).
+
+    Prints the number of steps and a time estimate measured on the first steps.
+
+    Example:
+
+        alan sscl pretrain --data data/acdc --arch vgg_tiny --img-size 64 --input segmented --out runs/sscl_seg
+    """
     from alan.pipelines.sscl import PretrainConfig, make_mask_source, pretrain, pretrain_images
 
     dataset, records = select_records(data, format, split)
-    opts = _run_options(epochs, batch_size, accelerator, devices, num_nodes, strategy, precision, num_workers, seed,
+    opts = _run_options(epochs, batch_size, accelerator(device, accelerator_alias), devices, num_nodes, strategy, precision, num_workers, seed,
                         resume, progress, tensorboard)
     masks = make_mask_source(mask_source.value, alan_backbone, alan_head, alan_p2s or []) \
         if input == Input.segmented else None
@@ -107,29 +115,30 @@ def pretrain_cmd(
 def grid_cmd(
     ctx: typer.Context,
     data: Path = typer.Option(..., "--data", help="Dataset folder with short-axis cine slices (ACDC layout)."),
-    out: Path = typer.Option(..., "--out", help="Output folder: grid.json, tables.txt, convergence.png, encoders/."),
+    out: Path = out_dir("Output folder: grid.json, tables.txt, convergence.png, encoders/."),
     arch: list[str] = typer.Option(None, "--arch", help="Encoders (several: --arch vgg16 densenet121). "
                                                        "Default: vgg16 densenet121 (paper), vgg_tiny densenet_tiny (tiny)."),
     imagenet_weights: list[str] = typer.Option(None, "--imagenet-weights", help="ImageNet weights file (torch or "
                                                "safetensors), repeatable, matched to the encoder it fits or ARCH=FILE."),
-    as_json: bool = typer.Option(False, "--json", help="Print one JSON object (auc[arch][pretraining][input] = mean)."),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object: the mean AUC per encoder, pre-training and input (auc.ARCH.PRETRAINING.INPUT)."),
     preset: Preset = typer.Option(Preset.paper, "--preset", help="paper: 224 px, 5 seeds; tiny: CPU-sized (64 px)."),
     format: str = typer.Option("auto", "--format", help="Dataset format (auto detects it)."),
-    img_size: int = typer.Option(None, "--img-size", help="Square input size (paper preset 224, tiny 64)."),
-    seeds: int = typer.Option(None, "--seeds", help="Number of repeated 70/30 splits (paper preset 5, tiny 3)."),
+    img_size: int = typer.Option(None, "--img-size", min=16, help="Square input size (paper preset 224, tiny 64)."),
+    seeds: int = typer.Option(None, "--seeds", min=1, help="Number of repeated 70/30 splits (paper preset 5, tiny 3)."),
     level: Level = typer.Option(Level.patient, "--level", help="AUC over patients (slice probabilities averaged) or slices."),
     finetune: bool = typer.Option(False, "--finetune", help="Fine-tune the encoders too (default: frozen)."),
     mask_source: MaskKind = typer.Option(MaskKind.gt, "--mask-source", help=_MASK_HELP),
     alan_backbone: Path = typer.Option(None, "--alan-backbone", help="Locked backbone artifact (alan masks)."),
     alan_head: Path = typer.Option(None, "--alan-head", help="RAPTOR head artifact (alan masks)."),
     alan_p2s: list[Path] = typer.Option(None, "--alan-p2s", help="Parcel-to-segment JSON, repeatable (OR-ed)."),
-    margin: int = typer.Option(0, "--margin", help="Dilate the heart mask by this many pixels (native resolution)."),
+    margin: int = typer.Option(0, "--margin", min=0, help="Dilate the heart mask by this many pixels (native resolution)."),
     frames: Frames = typer.Option(Frames.edes, "--frames", help="SimCLR on ED/ES frames or every cine frame."),
-    pretrain_epochs: int = typer.Option(None, "--pretrain-epochs", help="Max SimCLR epochs (paper preset 100, tiny 15)."),
-    pretrain_batch_size: int = typer.Option(64, "--pretrain-batch-size", help="SimCLR batch (paper: 64-256)."),
-    pretrain_lr: float = typer.Option(None, "--pretrain-lr", help="SimCLR lr (paper 1e-4; tiny preset 1e-3)."),
+    pretrain_epochs: int = typer.Option(None, "--pretrain-epochs", min=1, help="Max SimCLR epochs (paper preset 100, tiny 15)."),
+    pretrain_batch_size: int = typer.Option(64, "--pretrain-batch-size", min=2, help="SimCLR batch (paper: 64-256)."),
+    pretrain_lr: float = typer.Option(None, "--pretrain-lr", min=0.0, help="SimCLR lr (paper 1e-4; tiny preset 1e-3)."),
     no_reuse: bool = typer.Option(False, "--no-reuse", help="Pre-train again even if OUT/encoders/ has a match."),
-    accelerator: Accelerator = "auto",
+    device: Device = "auto",
+    accelerator_alias: AcceleratorAlias = None,
     devices: Devices = "auto",
     num_nodes: NumNodes = 1,
     strategy: Strategy = "auto",
@@ -140,7 +149,15 @@ def grid_cmd(
     progress: ShowProgress = True,
     tensorboard: Tensorboard = False,
 ) -> None:
-    """The paper's grid: pre-training {none, ImageNet, SSCL-full, SSCL-segmented} x input {full, segmented}."""
+    """The paper's grid: pre-training {none, ImageNet, SSCL-full, SSCL-segmented} x input {full, segmented}.
+
+    The paper preset (VGG16 and DenseNet121 at 224 px, 5 seeds) takes hours without a GPU; each
+    pre-training prints its number of steps and a measured time estimate. --preset tiny is CPU-sized.
+
+    Example:
+
+        alan sscl grid --data data/acdc --preset tiny --out runs/sscl
+    """
     from alan.data import open_dataset
     from alan.errors import AlanError
     from alan.models.encoders import PAPER_ARCHS, TINY
@@ -169,7 +186,7 @@ def grid_cmd(
     if imagenet_weights:
         cfg.imagenet_weights = match_imagenet_weights(cfg.archs, imagenet_weights)
     epochs = pretrain_epochs or (15 if tiny else 100)
-    opts = _run_options(epochs, pretrain_batch_size, accelerator, devices, num_nodes, strategy, precision, num_workers,
+    opts = _run_options(epochs, pretrain_batch_size, accelerator(device, accelerator_alias), devices, num_nodes, strategy, precision, num_workers,
                         seed, resume, progress and not as_json, tensorboard)
     dataset = open_dataset(data, format)
     masks = make_mask_source(mask_source.value, alan_backbone, alan_head, alan_p2s or [])

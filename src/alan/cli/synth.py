@@ -14,7 +14,7 @@ console = Console(soft_wrap=True)
 SEED = typer.Option(0, "--seed", help="Random seed; the same seed writes the same bytes.")
 SIZE = typer.Option("default", "--size", help="small (CI, seconds), default (the demo), large (5-10x default).")
 FORCE = typer.Option(False, "--force", help="Replace OUT if it exists and is not empty.")
-WORKERS = typer.Option(None, "--workers", help="Processes to generate with (default: the CPUs available, at most 2); output does not depend on it.")
+WORKERS = typer.Option(None, "--workers", min=1, help="Processes to generate with (default: the CPUs available, at most 2); output does not depend on it.")
 
 
 def _run(format: str, out: Path, seed: int, size: str, force: bool, workers: int | None, **options) -> None:
@@ -45,7 +45,12 @@ def _run(format: str, out: Path, seed: int, size: str, force: bool, workers: int
 def echonet(out: Path = typer.Argument(..., help="Folder to create."), seed: int = SEED, size: str = SIZE,
             force: bool = FORCE, workers: int = WORKERS,
             codec: str = typer.Option("FFV1", "--codec", help="AVI fourcc (FFV1 is lossless; MJPG is lossy).")) -> None:
-    """EchoNet-Dynamic: Videos/*.avi (A4C), FileList.csv, VolumeTracings.csv."""
+    """EchoNet-Dynamic: Videos/*.avi (A4C), FileList.csv, VolumeTracings.csv.
+
+    Example:
+
+        alan synth echonet data/echonet --size small
+    """
     _run("echonet", out, seed, size, force, workers, codec=codec)
 
 
@@ -53,7 +58,12 @@ def echonet(out: Path = typer.Argument(..., help="Folder to create."), seed: int
 def camus(out: Path = typer.Argument(..., help="Folder to create."), seed: int = SEED, size: str = SIZE,
           force: bool = FORCE, workers: int = WORKERS,
           release: str = typer.Option("nifti", "--release", help="nifti (database_nifti/, current) or 2019 (mhd/raw).")) -> None:
-    """CAMUS: 2CH and 4CH half sequences with LV / MYO / LA ground truth."""
+    """CAMUS: 2CH and 4CH half sequences with LV / MYO / LA ground truth.
+
+    Example:
+
+        alan synth camus data/camus --release nifti
+    """
     from alan.data.phantom import CAMUS_RELEASES
 
     if release not in CAMUS_RELEASES:
@@ -64,7 +74,12 @@ def camus(out: Path = typer.Argument(..., help="Folder to create."), seed: int =
 @synth_app.command("tmed2")
 def tmed2(out: Path = typer.Argument(..., help="Folder to create."), seed: int = SEED, size: str = SIZE,
           force: bool = FORCE, workers: int = WORKERS) -> None:
-    """TMED-2: PLAX / PSAX / A4C / A2C still PNGs, labels_per_image.csv, DEV479 folds."""
+    """TMED-2: PLAX / PSAX / A4C / A2C still PNGs, labels_per_image.csv, DEV479 folds.
+
+    Example:
+
+        alan synth tmed2 data/tmed2
+    """
     _run("tmed2", out, seed, size, force, workers)
 
 
@@ -73,8 +88,13 @@ def acdc(out: Path = typer.Argument(..., help="Folder to create."), seed: int = 
          force: bool = FORCE, workers: int = WORKERS,
          spurious: bool = typer.Option(False, "--spurious", help="Plant a class-correlated bright blob outside the heart."),
          broken_test: bool = typer.Option(False, "--broken-test", help="With --spurious: make the blob independent of the class in testing/."),
-         spurious_p: float = typer.Option(0.9, "--spurious-p", help="Probability that the blob sits at its class's site.")) -> None:
-    """ACDC: short-axis cines of NOR / DCM / HCM / MINF / RV patients (training/ and testing/)."""
+         spurious_p: float = typer.Option(0.9, "--spurious-p", min=0.0, max=1.0, help="Probability that the blob sits at its class's site.")) -> None:
+    """ACDC: short-axis cines of NOR / DCM / HCM / MINF / RV patients (training/ and testing/).
+
+    Example:
+
+        alan synth acdc data/acdc --spurious --broken-test
+    """
     if broken_test and not spurious:
         raise typer.BadParameter("needs --spurious", param_hint="--broken-test")
     extra = {"broken_test": broken_test, "spurious_p": spurious_p} if spurious else {}

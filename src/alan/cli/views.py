@@ -9,6 +9,8 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
+from alan.cli._options import Device, device_option, out_dir
+
 views_app = typer.Typer(help="View classification by weighted kNN (ALAN, DINO eval_knn).", no_args_is_help=True)
 console = Console()
 
@@ -17,18 +19,24 @@ console = Console()
 def fit(
     backbone: Path = typer.Option(..., "--backbone", help="Locked backbone artifact folder."),
     data: Path = typer.Option(..., "--data", help="Dataset with view labels (TMED-2, or any labelled format)."),
-    out: Path = typer.Option(..., "--out", help="Bank artifact folder to write."),
-    split: str = typer.Option("train", "--split"),
-    format: str = typer.Option("auto", "--format"),
-    k: int = typer.Option(20, "--k", help="Default k stored with the bank (DINO: 20; paper: 2 and 10)."),
+    out: Path = out_dir("Bank artifact folder to write."),
+    split: str = typer.Option("train", "--split", help="Split(s) whose images form the bank, comma-separated, or 'all'."),
+    format: str = typer.Option("auto", "--format", help="Dataset format (auto detects it)."),
+    k: int = typer.Option(20, "--k", min=1, help="Default k stored with the bank (DINO: 20; paper: 2 and 10)."),
+    device: Device = "auto",
 ) -> None:
-    """Store the L2-normalised CLS features of SPLIT as the kNN bank."""
+    """Store the L2-normalised CLS features of SPLIT as the kNN bank.
+
+    Example:
+
+        alan views fit --backbone runs/dino --data data/tmed2 --out bank/
+    """
     from alan.cli._options import select_records
     from alan.models.backbones import load_backbone
     from alan.pipelines.views import fit_views
 
     _, records = select_records(data, format, split)
-    knn = fit_views(load_backbone(backbone), records, k=k, progress=True)
+    knn = fit_views(load_backbone(backbone, device=device_option(device)), records, k=k, progress=True)
     digest = knn.save(out)
     console.print(f"bank of {len(knn.bank_)} x {knn.bank_.shape[1]} ({', '.join(map(str, knn.classes_))}) -> {out} [{digest}]")
 
@@ -36,15 +44,21 @@ def fit(
 @views_app.command("eval")
 def evaluate(
     bank: Path = typer.Option(..., "--bank", help="Bank artifact from `alan views fit`."),
-    backbone: Path = typer.Option(..., "--backbone"),
-    data: Path = typer.Option(..., "--data"),
-    split: str = typer.Option("test", "--split"),
-    format: str = typer.Option("auto", "--format"),
-    k: list[int] = typer.Option([2, 10, 20], "--k", help="Values of k to evaluate (repeat the option)."),
-    figures: Path = typer.Option(None, "--figures", help="Folder for the confusion-matrix PNG."),
-    as_json: bool = typer.Option(False, "--json"),
+    backbone: Path = typer.Option(..., "--backbone", help="Locked backbone artifact the bank was built with."),
+    data: Path = typer.Option(..., "--data", help="Dataset with view labels to score on."),
+    split: str = typer.Option("test", "--split", help="Split(s) to score, comma-separated, or 'all'."),
+    format: str = typer.Option("auto", "--format", help="Dataset format (auto detects it)."),
+    k: list[int] = typer.Option([2, 10, 20], "--k", min=1, help="Values of k to evaluate (repeat the option)."),
+    figures: Path = out_dir("Folder for the confusion-matrix PNG.", None, "--figures"),
+    as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table."),
+    device: Device = "auto",
 ) -> None:
-    """Per-class and overall accuracy for each k (the layout of the paper's Table 3)."""
+    """Per-class and overall accuracy for each k (the layout of the paper's Table 3).
+
+    Example:
+
+        alan views eval --bank bank/ --backbone runs/dino --data data/tmed2 --k 2 --k 10
+    """
     import numpy as np
 
     from alan.cli._options import select_records
@@ -55,7 +69,7 @@ def evaluate(
 
     knn = WeightedKNN.load(bank)
     _, records = select_records(data, format, split)
-    result = evaluate_views(knn, load_backbone(backbone), records, ks=k, progress=not as_json)
+    result = evaluate_views(knn, load_backbone(backbone, device=device_option(device)), records, ks=k, progress=not as_json)
     if figures is not None:
         for kk, r in result["by_k"].items():
             path = confusion(np.array(r["confusion"]), result["classes"], Path(figures) / f"confusion_k{kk}.png", title=f"k={kk}")
@@ -67,6 +81,7 @@ def evaluate(
 
 
 def views_table(result: dict) -> Table:
+    """Our accuracies beside the paper's Table 3."""
     from alan.pipelines.views import PAPER_TABLE3
 
     classes = result["classes"]
@@ -82,4 +97,5 @@ def views_table(result: dict) -> Table:
 
 
 def register(app: typer.Typer) -> None:
+    """Add this module's commands to the main app."""
     app.add_typer(views_app, name="views")

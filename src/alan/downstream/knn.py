@@ -1,6 +1,7 @@
 """Weighted k-nearest-neighbour classifier on L2-normalised features (DINO's eval_knn).
 
-ALAN paper, section 4.3; METHODS A4 (Caron et al., DINO; Wu et al. 2018). For a query q the
+ALAN paper (*Unlocking the Heart Using Adaptive Locked Agnostic Networks*), section 4.3; Caron et
+al., DINO; Wu et al. 2018. For a query q the
 score of class c is the sum, over its k nearest bank entries by cosine similarity s_i, of
 exp(s_i / T) [label_i = c]; scores are normalised to sum to 1. T = 0.07 as in DINO.
 
@@ -18,8 +19,10 @@ from typing import Any
 import numpy as np
 import torch
 import torch.nn.functional as F
+from scipy.sparse import issparse
 from sklearn.base import BaseEstimator, ClassifierMixin
-from sklearn.utils.validation import check_is_fitted
+from sklearn.utils.multiclass import check_classification_targets
+from sklearn.utils.validation import check_is_fitted, validate_data
 
 from alan.artifacts import load_artifact, save_artifact
 from alan.downstream import check_provenance
@@ -43,28 +46,27 @@ class WeightedKNN(ClassifierMixin, BaseEstimator):
         self.temperature = temperature
         self.chunk_size = chunk_size
 
-    def fit(self, features: Any, labels: Any, provenance: Mapping[str, Any] | None = None) -> WeightedKNN:
-        x = _as_features(features)
-        y = np.asarray(labels)
-        if y.ndim != 1 or len(y) != len(x):
-            raise ValueError(f"labels must be 1-D with {len(x)} entries, got shape {y.shape}")
-        if len(x) == 0:
-            raise ValueError("cannot fit a kNN classifier on an empty bank")
+    def fit(self, X: Any, y: Any, provenance: Mapping[str, Any] | None = None) -> WeightedKNN:
+        """Store the L2-normalised bank X (N, D) and its labels y (N,); `provenance` (e.g. the
+        backbone hash) is kept with the bank. Refuses NaN/inf, empty, sparse, complex, object
+        features that are not numbers, and continuous targets, as scikit-learn estimators do."""
+        X = _numpy(X)
+        if not issparse(X) and hasattr(X, "__len__") and hasattr(y, "__len__") and len(y) != len(X):
+            raise ValueError(f"labels must have one entry per bank row: {len(y)} labels for {len(X)} rows")
+        X, y = validate_data(self, X, y, dtype=np.float32)
+        check_classification_targets(y)
         if self.k < 1:
             raise ValueError(f"k must be >= 1, got {self.k}")
         self.classes_, self.labels_ = np.unique(y, return_inverse=True)
-        self.bank_ = F.normalize(x, dim=1).numpy()
-        self.n_features_in_ = x.shape[1]
+        self.bank_ = F.normalize(torch.from_numpy(X), dim=1).numpy()
         self.provenance_ = dict(provenance or {})
         self._path: Path | None = None
         return self
 
-    def predict_proba(self, features: Any) -> np.ndarray:
+    def predict_proba(self, X: Any) -> np.ndarray:
         """Normalised class scores (n_queries, n_classes), columns in the order of `classes_`."""
         check_is_fitted(self, "bank_")
-        q = _as_features(features)
-        if q.shape[1] != self.bank_.shape[1]:
-            raise ValueError(f"features have {q.shape[1]} dimensions, the bank {self.bank_.shape[1]}")
+        q = _as_queries(self, X)
         bank = torch.from_numpy(self.bank_)
         labels = torch.from_numpy(self.labels_.astype(np.int64))
         n_classes = len(self.classes_)
@@ -82,9 +84,10 @@ class WeightedKNN(ClassifierMixin, BaseEstimator):
                 out[start : start + chunk] = scores / scores.sum(1, keepdim=True)
         return out.numpy()
 
-    def predict(self, features: Any) -> np.ndarray:
+    def predict(self, X: Any) -> np.ndarray:
         """The class with the highest score for each query."""
-        return self.classes_[self.predict_proba(features).argmax(1)]
+        check_is_fitted(self, "bank_")
+        return self.classes_[self.predict_proba(X).argmax(1)]
 
     def check_provenance(self, provenance: Mapping[str, Any] | None) -> None:
         """Raise `ArtifactError` if `provenance` (e.g. the backbone hash) differs from the fit's."""
@@ -131,8 +134,16 @@ class WeightedKNN(ClassifierMixin, BaseEstimator):
         return model
 
 
-def _as_features(features: Any) -> torch.Tensor:
-    x = torch.as_tensor(np.asarray(features) if not isinstance(features, torch.Tensor) else features)
-    if x.ndim != 2:
-        raise ValueError(f"features must be (N, D), got shape {tuple(x.shape)}")
-    return x.detach().to("cpu", torch.float32)
+def _numpy(X: Any) -> Any:
+    """A torch tensor as a numpy array (anything else as it is, for scikit-learn's validation)."""
+    return X.detach().cpu().numpy() if isinstance(X, torch.Tensor) else X
+
+
+def _as_queries(model: WeightedKNN, X: Any) -> torch.Tensor:
+    """Validated float32 queries (n, D), D the bank's feature count (scikit-learn's checks and wording)."""
+    try:
+        return torch.from_numpy(validate_data(model, _numpy(X), dtype=np.float32, reset=False))
+    except ValueError as e:
+        if "features, but" in str(e):
+            raise ValueError(f"{e} (the bank's feature dimensions)") from None
+        raise

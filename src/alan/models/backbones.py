@@ -4,16 +4,10 @@ A `Backbone` takes grayscale frames (uint8 or float in [0, 1], any size), resize
 image size, replicates them to 3 channels, standardises them with its own mean/std and returns
 the CLS token (after the final norm) and the patch tokens of the last layer.
 
-Architectures (ALAN paper, METHODS A1):
-    vit_small_p8_224  ViT-S/8 at 224 px (the official DINO ImageNet weights' shape), 28x28 tokens
-    vit_small_p4_112  ViT-S/4 at 112 px (the paper's echo backbone), 28x28 tokens
-    vit_tiny_p8_112   ViT-Ti/8 at 112 px, 14x14 tokens (CPU-friendly)
-    vit_tiny_p4_112   ViT-Ti/4 at 112 px, 28x28 tokens
-    vit_small_p8_112  ViT-S/8 at 112 px, 14x14 tokens
-    vit_tiny_d6_p8_112  ViT-Ti/8 with 6 of its 12 blocks at 112 px, 14x14 tokens (CPU DINO runs; the demo's)
-    vit_micro_p8_112  2-block ViT (64 dim) at 112 px, 14x14 tokens (long CPU DINO runs: ~0.4 s per
-                      step of 64 frames on 2 cores, 6x faster than vit_tiny_d6_p8_112)
-    vit_micro_p8_64   2-block ViT (64 dim) at 64 px, 8x8 tokens (tests and smoke runs only)
+Architectures: the "backbone" entries of `alan.models.registry` (`list_archs("backbone")`,
+`alan backbone archs`), timm ViTs shaped as in the ALAN paper (*Unlocking the Heart Using
+Adaptive Locked Agnostic Networks*, section 3): ViT-S/8 at 224 px (the official DINO
+ImageNet weights), ViT-S/4 at 112 px (the paper's echo backbone) and smaller CPU-sized members.
 
 A backbone artifact (`save_backbone` / `load_backbone`) is the ViT's state dict in the official
 DINO / timm key layout (``cls_token``, ``pos_embed``, ``patch_embed.proj.*``, ``blocks.N.*``,
@@ -35,39 +29,11 @@ from torch import nn
 
 from alan.artifacts import load_artifact, save_artifact
 from alan.errors import AlanError, ArtifactError
+from alan.models.registry import IMAGENET_MEAN, IMAGENET_STD, ViTConfig, get_arch, list_archs
 
 
-@dataclass(frozen=True)
-class BackboneSpec:
-    """What `create_backbone` builds: a timm model name plus the overrides that shape it."""
-
-    timm_name: str
-    img_size: int
-    patch_size: int
-    embed_dim: int
-    depth: int | None = None
-    num_heads: int | None = None
-
-    def timm_kwargs(self) -> dict[str, Any]:
-        kw: dict[str, Any] = {"img_size": self.img_size, "patch_size": self.patch_size}
-        if self.depth is not None:
-            kw.update(depth=self.depth, embed_dim=self.embed_dim, num_heads=self.num_heads)
-        return kw
-
-
-ARCHS: dict[str, BackboneSpec] = {
-    "vit_small_p8_224": BackboneSpec("vit_small_patch8_224", 224, 8, 384),
-    "vit_small_p4_112": BackboneSpec("vit_small_patch16_224", 112, 4, 384),
-    "vit_small_p8_112": BackboneSpec("vit_small_patch16_224", 112, 8, 384),
-    "vit_tiny_p8_112": BackboneSpec("vit_tiny_patch16_224", 112, 8, 192),
-    "vit_tiny_p4_112": BackboneSpec("vit_tiny_patch16_224", 112, 4, 192),
-    "vit_tiny_d6_p8_112": BackboneSpec("vit_tiny_patch16_224", 112, 8, 192, depth=6, num_heads=3),
-    "vit_micro_p8_112": BackboneSpec("vit_tiny_patch16_224", 112, 8, 64, depth=2, num_heads=2),
-    "vit_micro_p8_64": BackboneSpec("vit_tiny_patch16_224", 64, 8, 64, depth=2, num_heads=2),
-}
-
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
+#: name -> `ViTConfig` of every registered backbone architecture.
+ARCHS: dict[str, ViTConfig] = {name: get_arch(name).config for name in list_archs("backbone")}  # type: ignore[misc]
 
 
 @dataclass
@@ -84,8 +50,8 @@ class BackboneConfig:
     img_size: int
     patch_size: int
     embed_dim: int
-    mean: list[float] = field(default_factory=lambda: [0.485, 0.456, 0.406])
-    std: list[float] = field(default_factory=lambda: [0.229, 0.224, 0.225])
+    mean: list[float] = field(default_factory=lambda: list(IMAGENET_MEAN))
+    std: list[float] = field(default_factory=lambda: list(IMAGENET_STD))
     drop_path_rate: float = 0.0
     source: str = "random"
     meta: dict[str, Any] = field(default_factory=dict)
@@ -101,10 +67,9 @@ class BackboneConfig:
         return cls(**{k: v for k, v in d.items() if k in names})
 
 
-def arch_spec(arch: str) -> BackboneSpec:
-    if arch not in ARCHS:
-        raise AlanError(f"unknown backbone architecture {arch!r}; known: {', '.join(ARCHS)}")
-    return ARCHS[arch]
+def arch_spec(arch: str) -> ViTConfig:
+    """The registered `ViTConfig` of a backbone architecture (one-line error for an unknown name)."""
+    return get_arch(arch, "backbone").config  # type: ignore[return-value]
 
 
 def create_vit(arch: str, drop_path_rate: float = 0.0, dynamic_img_size: bool = False) -> nn.Module:
@@ -164,7 +129,7 @@ class Backbone(nn.Module):
 
 
 def create_backbone(arch: str, **config: Any) -> Backbone:
-    """A randomly initialised `Backbone` of a named architecture (see `ARCHS`)."""
+    """A randomly initialised `Backbone` of a registered architecture (`list_archs("backbone")`)."""
     spec = arch_spec(arch)
     cfg = BackboneConfig(arch=arch, img_size=spec.img_size, patch_size=spec.patch_size, embed_dim=spec.embed_dim, **config)
     return Backbone(cfg)

@@ -14,13 +14,14 @@ Grayscale is handled explicitly, and the choice is stored with the encoder:
 grayscale="single" and ImageNet weights the first conv's RGB kernels are summed (timm
 `adapt_input_conv`), which gives the same response to a gray image up to the per-channel std.
 
-Architectures: "vgg16", "densenet121" (the paper's), "vgg_tiny", "densenet_tiny" (the same
-families shrunk for CPU demos and tests), and any other timm model name.
+Architectures: the "encoder" entries of `alan.models.registry` ("vgg16", "densenet121", the
+paper's; "vgg_tiny", "densenet_tiny", the same families shrunk for CPU demos and tests), and any
+other timm model name. Weights files are read by `alan.models.weights.read_checkpoint` (the one
+checkpoint reader: ``torch.load(weights_only=True)`` or safetensors).
 """
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -31,19 +32,14 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from alan.artifacts import file_sha256
 from alan.errors import AlanError, ArtifactError, DataError
+from alan.models.registry import GRAY_MEAN, GRAY_STD, IMAGENET_MEAN, IMAGENET_STD, CNNConfig, get_arch, list_archs
+from alan.models.weights import read_checkpoint
 
-IMAGENET_MEAN = (0.485, 0.456, 0.406)
-IMAGENET_STD = (0.229, 0.224, 0.225)
-#: Standardisation for single-channel inputs in [0, 1] (no ImageNet statistics apply).
-GRAY_MEAN, GRAY_STD = (0.5,), (0.25,)
-
-#: Small members of the paper's two families (timm classes with fewer/narrower layers).
-TINY: dict[str, dict[str, Any]] = {
-    "vgg_tiny": {"family": "vgg", "cfg": [16, "M", 32, "M", 64, 64, "M", 128, 128, "M", 128, "M"]},
-    "densenet_tiny": {"family": "densenet", "growth_rate": 12, "block_config": (2, 4, 4)},
-}
-PAPER_ARCHS = ("vgg16", "densenet121")
+#: The paper's two encoders and their small CPU-sized relatives (registry tags "paper" / "tiny").
+PAPER_ARCHS: tuple[str, ...] = tuple(list_archs("encoder", tag="paper"))
+TINY: tuple[str, ...] = tuple(list_archs("encoder", tag="tiny"))
 
 
 @dataclass
@@ -69,23 +65,24 @@ class EncoderConfig:
 
 def _build_trunk(arch: str, in_chans: int) -> nn.Module:
     """A timm model without classifier (and, for VGG, without the fc6/fc7 ConvMlp)."""
-    if arch in TINY:
-        spec = dict(TINY[arch])
-        family = spec.pop("family")
-        if family == "vgg":
-            from timm.models.vgg import VGG
+    try:
+        cfg: CNNConfig = get_arch(arch, "encoder").config  # type: ignore[assignment]
+    except AlanError:
+        cfg = CNNConfig("timm", arch)  # any other timm model name
+    if cfg.family == "vgg":
+        from timm.models.vgg import VGG
 
-            model = VGG(num_classes=0, in_chans=in_chans, **spec)
-        else:
-            from timm.models.densenet import DenseNet
+        model = VGG(num_classes=0, in_chans=in_chans, **cfg.kwargs)
+    elif cfg.family == "densenet":
+        from timm.models.densenet import DenseNet
 
-            model = DenseNet(num_classes=0, in_chans=in_chans, **spec)
+        model = DenseNet(num_classes=0, in_chans=in_chans, **cfg.kwargs)
     else:
         try:
-            model = timm.create_model(arch, pretrained=False, num_classes=0, in_chans=in_chans)
+            model = timm.create_model(cfg.timm_name, pretrained=False, num_classes=0, in_chans=in_chans)
         except RuntimeError as e:  # timm: "Unknown model (...)"
-            raise AlanError(f"unknown encoder architecture {arch!r} ({e}); use vgg16, densenet121, "
-                            f"{', '.join(TINY)} or a timm model name") from None
+            raise AlanError(f"unknown encoder architecture {arch!r} ({e}); use "
+                            f"{', '.join(list_archs('encoder'))} or a timm model name") from None
     if _is_vgg(model):
         model.pre_logits = nn.Identity()
         model.head = nn.Identity()
@@ -184,23 +181,16 @@ def create_encoder(arch: str, *, img_size: int = 224, imagenet_weights: str | Pa
 
 
 def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
-    """A state dict from a .safetensors file or a torch file (``torch.load(weights_only=True)``)."""
+    """A state dict from a .safetensors or torch file (`read_checkpoint`: ``weights_only=True``),
+    unwrapped from a ``state_dict`` / ``model`` / ``module`` entry if it has one."""
     path = Path(path)
     if not path.is_file():
         raise DataError(path, "no such weights file")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            sd = load_file(str(path))
-        else:
-            sd = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - any unreadable file becomes one line
-        raise DataError(path, f"unreadable weights file ({type(e).__name__}: {str(e).splitlines()[0][:120]})") from None
+    sd = read_checkpoint(path)
     for key in ("state_dict", "model", "module"):
         if isinstance(sd, dict) and key in sd and isinstance(sd[key], dict):
             sd = sd[key]
-    if not isinstance(sd, dict) or not all(isinstance(v, torch.Tensor) for v in sd.values()):
+    if not isinstance(sd, dict) or not sd or not all(isinstance(v, torch.Tensor) for v in sd.values()):
         raise DataError(path, "not a state dict of tensors")
     return dict(sd)
 
@@ -243,11 +233,7 @@ def load_imagenet_weights(model: nn.Module, path: str | Path, state: dict[str, t
         raise DataError(path, f"shape mismatch for {bad[0]}: file {tuple(sd[bad[0]].shape)}, "
                               f"model {tuple(own[bad[0]].shape)}")
     model.load_state_dict({k: sd[k] for k in own})
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()[:16]
+    return file_sha256(path)[:16]
 
 
 def fits(arch: str, path: str | Path, state: dict[str, torch.Tensor] | None = None) -> bool:

@@ -13,6 +13,13 @@ softmax / argmax, as the paper states. Parcels are the argmax over K.
 
 The head optionally standardises its input tokens per channel (``token_mean`` / ``token_std``
 buffers, identity by default): the reference's ``standardize_dino_output`` option.
+
+Position (an option beyond the paper, off by default): with ``position > 0`` every token is
+extended by fixed Fourier features of its place on the token grid (`position_features`, unit
+norm) times ``position``, so the head can tell apart two tissues that look alike but sit in
+different places (the LV and LA blood pools of a standard view), and the STRAPTOR target sees
+the same features (see `RaptorHead.loss_features`). The hidden width grows by the 8 position
+channels; the weight is stored with the artifact.
 """
 
 from __future__ import annotations
@@ -29,6 +36,18 @@ from alan.artifacts import load_artifact, save_artifact
 from alan.errors import ArtifactError
 
 KIND = "raptor_head"
+POSITION_DIM = 8
+
+
+def position_features(grid: int) -> torch.Tensor:
+    """Unit-norm Fourier features of each token's place on a grid x grid token grid, (grid^2, 8):
+    cos / sin of pi f x and pi f y for f = 1/2, 1 with x, y in [0, 1] (row-major tokens). The dot
+    product of two tokens' features falls monotonically with their distance along each axis."""
+    c = (torch.arange(grid, dtype=torch.float32) + 0.5) / grid
+    y, x = torch.meshgrid(c, c, indexing="ij")
+    x, y = x.reshape(-1), y.reshape(-1)
+    feats = [fn(math.pi * f * v) for f in (0.5, 1.0) for v in (x, y) for fn in (torch.cos, torch.sin)]
+    return torch.stack(feats, dim=-1) / 2.0  # each (cos, sin) pair has norm 1: 4 pairs -> norm 2
 
 
 class _Block(nn.Module):
@@ -58,18 +77,28 @@ class RaptorHead(nn.Module):
         dropout: dropout after each Linear (reference: 0.2).
     """
 
-    def __init__(self, embed_dim: int, n_parcels: int, dropout: float = 0.2):
+    def __init__(self, embed_dim: int, n_parcels: int, dropout: float = 0.2, position: float = 0.0,
+                 grid: int | None = None):
         super().__init__()
         if n_parcels < 2:
             raise ValueError(f"n_parcels must be >= 2, got {n_parcels}")
+        if position < 0:
+            raise ValueError(f"position must be >= 0, got {position}")
+        if position > 0 and not grid:
+            raise ValueError("a head with position > 0 needs the token grid size")
         self.embed_dim = embed_dim
         self.n_parcels = n_parcels
         self.dropout = dropout
-        self.block1 = _Block(embed_dim, embed_dim, nn.GELU(), True, dropout, "xavier_uniform_")
-        self.block2 = _Block(embed_dim, embed_dim, nn.ReLU(), True, dropout, "kaiming_uniform_")
-        self.block3 = _Block(embed_dim, n_parcels, None, False, dropout, "xavier_uniform_")
+        self.position = float(position)
+        self.grid = grid
+        width = embed_dim + (POSITION_DIM if position > 0 else 0)
+        self.block1 = _Block(width, width, nn.GELU(), True, dropout, "xavier_uniform_")
+        self.block2 = _Block(width, width, nn.ReLU(), True, dropout, "kaiming_uniform_")
+        self.block3 = _Block(width, n_parcels, None, False, dropout, "xavier_uniform_")
         self.register_buffer("token_mean", torch.zeros(embed_dim))
         self.register_buffer("token_std", torch.ones(embed_dim))
+        if position > 0:
+            self.register_buffer("pos", position_features(grid), persistent=False)
         self.hash: str | None = None
         self.config: dict[str, Any] = {}
 
@@ -77,9 +106,27 @@ class RaptorHead(nn.Module):
         """Per-channel token standardisation with the stored mean/std (identity unless set)."""
         return (tokens - self.token_mean) / self.token_std
 
+    def _with_position(self, x: torch.Tensor, scale: float) -> torch.Tensor:
+        """(..., N, D) -> (..., N, D + 8): the grid's position features times `scale` appended."""
+        if self.position == 0:
+            return x
+        if x.shape[-2] != self.pos.shape[0]:
+            raise ValueError(f"a head with position features expects {self.pos.shape[0]} tokens per frame, got {x.shape[-2]}")
+        pos = (scale * self.pos).to(x.dtype).expand(*x.shape[:-1], POSITION_DIM)
+        return torch.cat([x, pos], dim=-1)
+
+    def loss_features(self, standardised: torch.Tensor) -> torch.Tensor:
+        """The features whose correlation the STRAPTOR loss follows: the standardised tokens, or,
+        with position, [f / |f|, position * p] so that cos = (cos_f + position^2 cos_p) / (1 + position^2)."""
+        if self.position == 0:
+            return standardised
+        f = F.normalize(standardised, dim=-1, eps=1e-10)
+        return self._with_position(f, self.position)
+
     def forward(self, tokens: torch.Tensor, standardised: bool = False) -> torch.Tensor:
-        """Tokens (..., D) -> logits (..., K); set `standardised` if `tokens` already went through `standardise`."""
+        """Tokens (..., N, D) -> logits (..., N, K); set `standardised` if `tokens` already went through `standardise`."""
         x = tokens if standardised else self.standardise(tokens)
+        x = self._with_position(x, self.position * math.sqrt(self.embed_dim))
         return self.block3(self.block2(self.block1(x)))
 
     @staticmethod
@@ -123,6 +170,8 @@ def save_head(head: RaptorHead, out_dir: str | Path, *, backbone_hash: str | Non
         "embed_dim": head.embed_dim,
         "n_parcels": head.n_parcels,
         "dropout": head.dropout,
+        "position": head.position,
+        "grid": head.grid,
         "backbone_hash": backbone_hash,
         "loss": loss or {},
         "training": training or {},
@@ -151,7 +200,8 @@ def load_head(path: str | Path, backbone: Any = None) -> RaptorHead:
             raise ArtifactError(f"{path}: head was trained on backbone {want}, but the given backbone is {got}")
         if getattr(backbone, "embed_dim", config["embed_dim"]) != config["embed_dim"]:
             raise ArtifactError(f"{path}: head expects {config['embed_dim']}-channel tokens, backbone gives {backbone.embed_dim}")
-    head = RaptorHead(config["embed_dim"], config["n_parcels"], config.get("dropout", 0.2))
+    head = RaptorHead(config["embed_dim"], config["n_parcels"], config.get("dropout", 0.2),
+                      position=float(config.get("position", 0.0)), grid=config.get("grid"))
     try:
         head.load_state_dict(tensors, strict=True)
     except RuntimeError as e:

@@ -145,7 +145,7 @@ class RaptorModule(L.LightningModule):
     def training_step(self, batch: dict[str, Any], batch_idx: int) -> torch.Tensor:
         x = self.head.standardise(self.tokens(batch))
         logits = self.head(x, standardised=True)
-        loss = self.loss(x, logits)
+        loss = self.loss(self.head.loss_features(x), logits)
         B = x.shape[0]
         self.log("train/loss", loss, prog_bar=True, batch_size=B)
         for kind, value in self.loss.last_terms.items():
@@ -200,12 +200,13 @@ def token_stats(module: RaptorModule, loader: DataLoader) -> tuple[torch.Tensor,
 def train_raptor(backbone: Any, records: list[Record], out_dir: str | Path, *, n_parcels: int = 64,
                  loss: StraptorConfig | str = "reference", length: int = 16, period: int = 2, short: str = "pad",
                  lr: float = 5e-3, dropout: float = 0.2, cache: str = "auto", cache_budget: int | None = None,
-                 standardize_tokens: bool = False, opts: RunOptions | None = None,
+                 standardize_tokens: bool = False, position: float = 0.0, opts: RunOptions | None = None,
                  data: dict[str, Any] | None = None) -> RaptorHead:
     """Train a RAPTOR head on `records` with `backbone` locked; save it to ``out_dir/head`` and return it.
 
     `out_dir` is the run folder (``checkpoints/``, ``logs/``, the head artifact in ``head/``).
-    `data` is recorded in the artifact (e.g. dataset path, format, split).
+    `data` is recorded in the artifact (e.g. dataset path, format, split). `position` > 0 gives the
+    head and the loss target the tokens' grid position with that weight (`RaptorHead`; beyond the paper).
     """
     opts = opts or RunOptions(batch_size=4)
     out_dir = Path(out_dir)
@@ -223,7 +224,7 @@ def train_raptor(backbone: Any, records: list[Record], out_dir: str | Path, *, n
         token_cache = TokenCache(dataset.n_frames, n_tokens, dim, out_dir / "token_cache.f16" if mode == "disk" else None)
         dataset.skip_frames = token_cache.has
     L.seed_everything(opts.seed, verbose=False)  # the head's init must not depend on what ran before in the process
-    head = RaptorHead(dim, n_parcels, dropout)
+    head = RaptorHead(dim, n_parcels, dropout, position=position, grid=backbone.grid)
     module = RaptorModule(backbone, head, StraptorLoss(cfg), lr=lr, cache=token_cache)
     loader = DataLoader(dataset, batch_size=opts.batch_size, shuffle=True, num_workers=opts.num_workers,
                         collate_fn=collate_clips, persistent_workers=False)
@@ -244,6 +245,7 @@ def train_raptor(backbone: Any, records: list[Record], out_dir: str | Path, *, n
     training = {
         "run": opts.to_dict(), "lr": lr, "optimizer": "Adam", "clip_length": length, "period": period,
         "short": short, "cache": mode, "cache_bytes": nbytes, "standardize_tokens": standardize_tokens,
+        "position": position,
         "n_records": len(dataset), "n_frames": int(sum(dataset.n_frames)), "epoch_s": timer.times,
         "wall_s": time.perf_counter() - t0,
     }

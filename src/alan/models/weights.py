@@ -1,4 +1,4 @@
-"""Import foreign ViT weights into a `Backbone` (METHODS A1).
+"""Import foreign ViT weights into a `Backbone` (the ALAN paper's locked DINO backbone).
 
 Accepted inputs:
     * the official bare DINO state dict (``dino_deitsmall8_pretrain.pth``: ``cls_token``,
@@ -6,6 +6,8 @@ Accepted inputs:
     * a full DINO training checkpoint (``student``, ``teacher``, ``optimizer``, ``epoch``,
       ``args`` (argparse.Namespace), ``dino_loss``); the teacher by default;
     * timm checkpoints (``state_dict`` / ``model`` / a bare state dict, ``.pth`` or ``.safetensors``);
+    * official DINOv2 ViT weights (``dinov2_vits14_pretrain.pth``; LayerScale folded exactly into
+      the preceding linear layers); DINOv3 and register-token weights are refused with the reason;
     * our own artifacts (a backbone folder) and our own Lightning checkpoints (``alan dino train``'s
       ``last.ckpt``).
 
@@ -21,7 +23,6 @@ load strictly.
 from __future__ import annotations
 
 import argparse
-import hashlib
 import pickle
 import re
 from collections.abc import Mapping
@@ -32,7 +33,7 @@ import torch
 from safetensors.torch import load_file
 from timm.layers import resample_abs_pos_embed, resample_patch_embed
 
-from alan.artifacts import CONFIG, load_artifact
+from alan.artifacts import CONFIG, file_sha256, load_artifact
 from alan.errors import AlanError, DataError
 from alan.models.backbones import (
     IMAGENET_MEAN,
@@ -135,14 +136,6 @@ def adapt_state(state: dict[str, torch.Tensor], arch: str) -> tuple[dict[str, to
     return state, notes
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for chunk in iter(lambda: f.read(1 << 20), b""):
-            h.update(chunk)
-    return h.hexdigest()
-
-
 def import_backbone(path: str | Path, arch: str, key: str = "teacher",
                     mean: Any = None, std: Any = None) -> Backbone:
     """A `Backbone` of `arch` holding the weights in `path` (see the module docstring for formats).
@@ -163,9 +156,10 @@ def import_backbone(path: str | Path, arch: str, key: str = "teacher",
     else:
         obj = read_checkpoint(path)
         state, layout = extract_vit_state(obj, key, path)
+        state, layout = convert_foreign_layout(state, layout, path)
         if isinstance(obj, Mapping) and isinstance(obj.get("alan"), Mapping):
             stored_mean, stored_std = obj["alan"].get("mean"), obj["alan"].get("std")
-        origin = {"file": str(path), "sha256": _sha256(path)}
+        origin = {"file": str(path), "sha256": file_sha256(path)}
     state, notes = adapt_state(state, arch)
     if mean is None:
         mean, std = (stored_mean, stored_std) if stored_mean is not None else (IMAGENET_MEAN, IMAGENET_STD)
@@ -179,3 +173,49 @@ def import_backbone(path: str | Path, arch: str, key: str = "teacher",
         raise DataError(path, f"weights ({layout}) do not fit {arch}: {problem}")
     backbone.vit.load_state_dict({k: v.float() for k, v in state.items()}, strict=True)
     return backbone.eval()
+
+
+# ----------------------------------------------------------------------------- DINOv2 / DINOv3
+def is_dinov2_layout(state: Mapping[str, torch.Tensor]) -> bool:
+    """Official DINOv2 ViT weights (Oquab et al., DINOv2: Learning Robust Visual Features without
+    Supervision): LayerScale ``blocks.N.ls{1,2}.gamma`` and a ``mask_token``, absolute position embeddings."""
+    return any(k.endswith(".ls1.gamma") for k in state) and "pos_embed" in state and not is_dinov3_layout(state)
+
+
+def is_dinov3_layout(state: Mapping[str, torch.Tensor]) -> bool:
+    """Official DINOv3 ViT weights (Siméoni et al., DINOv3): RoPE (``rope_embed.periods``) and storage tokens."""
+    return any(k.startswith(("rope_embed.", "storage_tokens")) for k in state)
+
+
+def fold_layerscale(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """A DINOv2 state dict in the plain timm ViT layout: each LayerScale multiplies the output of the
+    linear layer before it, so ``gamma`` is folded into that layer exactly (``attn.proj`` for ``ls1``,
+    ``mlp.fc2`` for ``ls2``); ``mask_token`` (used only by DINOv2's masked-image loss) is dropped."""
+    out = {k: v for k, v in state.items() if k != "mask_token" and not re.search(r"\.ls[12]\.gamma$", k)}
+    for key, gamma in state.items():
+        m = re.match(r"(blocks\.\d+)\.ls([12])\.gamma$", key)
+        if not m:
+            continue
+        layer = f"{m.group(1)}.{'attn.proj' if m.group(2) == '1' else 'mlp.fc2'}"
+        g = gamma.float()
+        out[f"{layer}.weight"] = (state[f"{layer}.weight"].float() * g[:, None]).to(state[f"{layer}.weight"].dtype)
+        if f"{layer}.bias" in state:
+            out[f"{layer}.bias"] = (state[f"{layer}.bias"].float() * g).to(state[f"{layer}.bias"].dtype)
+    return out
+
+
+def convert_foreign_layout(state: dict[str, torch.Tensor], layout: str,
+                           path: str | Path | None = None) -> tuple[dict[str, torch.Tensor], str]:
+    """DINOv2 weights -> the plain ViT layout (see `fold_layerscale`); DINOv3 and register-token
+    checkpoints are refused in one line: their position encoding and extra tokens have no place
+    in the alan ViT architectures, so an import could not compute what the published model computes."""
+    if is_dinov3_layout(state):
+        raise DataError(path, "DINOv3 weights (rotary position embeddings and storage tokens) cannot be "
+                              "represented by the alan ViT architectures (absolute position embeddings, no "
+                              "register tokens); use the DINO or DINOv2 ViT-S weights")
+    if "register_tokens" in state or "reg_token" in state:
+        raise DataError(path, "DINOv2 weights with register tokens (the *_reg4 models) cannot be represented by "
+                              "the alan ViT architectures; use the plain DINOv2 ViT-S/14 weights")
+    if is_dinov2_layout(state):
+        return fold_layerscale(state), f"dinov2:{layout}"
+    return state, layout

@@ -1,13 +1,25 @@
-"""`analyze`: what a clinician-researcher wants from one recording.
+"""`analyze`: what a clinician-researcher wants from a recording, and from a study of many.
 
 For every frame: parcels, the LV (and LA) mask from fitted parcel-to-segment models; the LV
 area curve; ED/ES frames found from it (area maxima/minima per cycle); an ejection-fraction
-estimate from the masks by the single-plane area-length method (V = 8 A^2 / (3 pi L)); the view
-class from a kNN bank if one is given; an overlay MP4, an area plot and a JSON summary.
+estimate from the masks by the single-plane area-length method (V = 8 A^2 / (3 pi L)) per beat
+and its median; the view class from a kNN bank if one is given.
+
+Per record (one folder each, written atomically): ``labels.nii.gz`` (NIfTI label map, 1 = LV,
+2 = LA, with the record's spacing), ``overlay.mp4`` (H.264), ``lv_area.png``, ``summary.json``.
+Per study: ``results.csv``, ``results.json`` and ``report.html`` (plays the overlays).
+Records are streamed (the next one is decoded while the current one runs), so memory holds at
+most two recordings whatever the size of the study.
 """
 
 from __future__ import annotations
 
+import csv
+import io
+import json
+from collections.abc import Callable, Iterable, Iterator, Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
 
@@ -15,14 +27,37 @@ import numpy as np
 from scipy.ndimage import uniform_filter1d
 from scipy.signal import find_peaks
 
-from alan.artifacts import atomic_write_json
+from alan.artifacts import MARKER, atomic_dir, atomic_write_json, atomic_write_text, check_output_dir, output_kind
 from alan.downstream.knn import WeightedKNN
 from alan.downstream.parcel_to_segment import ParcelToSegment
-from alan.errors import AlanError
+from alan.errors import AlanError, DataError
+from alan.pipelines.labelmaps import LABEL_IDS, masks_to_labels, write_label_map
 from alan.pipelines.segment import Parcellator, labels_to_native, mask_ef, masks_to_native, to_work
 from alan.records import Record
-from alan.reports.figures import area_curve
-from alan.reports.overlays import save_overlay_mp4
+
+STUDY_KIND = "analyze"
+RECORD_KIND = "analyze-record"
+#: Relative LV-area swing (max - min) / max below which a recording has no usable cycle.
+MIN_AREA_SWING = 0.05
+CSV_COLUMNS = ("record", "status", "source", "view", "frames", "fps", "ed_frames", "es_frames", "beats",
+               "ef_beats_percent", "ef_percent", "lv_area_ed", "lv_area_es", "la_area_max", "area_unit",
+               "warnings", "folder")
+
+
+def _find_ed_es(areas: np.ndarray, fps: float | None) -> tuple[list[int], list[int], bool]:
+    a = uniform_filter1d(np.asarray(areas, dtype=float), size=3, mode="nearest")
+    span = float(a.max() - a.min()) if len(a) else 0.0
+    if len(a) < 3 or span <= 0:
+        return [int(np.argmax(a))], [int(np.argmin(a))], False
+    distance = max(2, int(round(0.3 * fps)) if fps else 8)
+    ed, _ = find_peaks(a, prominence=0.15 * span, distance=distance)
+    es, _ = find_peaks(-a, prominence=0.15 * span, distance=distance)
+    clear = len(ed) > 0 and len(es) > 0
+    if len(ed) == 0:
+        ed = np.array([int(np.argmax(a))])
+    if len(es) == 0:
+        es = np.array([int(np.argmin(a))])
+    return [int(i) for i in ed], [int(i) for i in es], clear
 
 
 def find_ed_es(areas: np.ndarray, fps: float | None = None) -> tuple[list[int], list[int]]:
@@ -30,18 +65,8 @@ def find_ed_es(areas: np.ndarray, fps: float | None = None) -> tuple[list[int], 
 
     Peaks must stand out by 15% of the area range and lie at least ~0.3 s apart (8 frames if the
     frame rate is unknown); a curve without a clear cycle falls back to the global max / min."""
-    a = uniform_filter1d(np.asarray(areas, dtype=float), size=3, mode="nearest")
-    span = float(a.max() - a.min())
-    if len(a) < 3 or span <= 0:
-        return [int(np.argmax(a))], [int(np.argmin(a))]
-    distance = max(2, int(round(0.3 * fps)) if fps else 8)
-    ed, _ = find_peaks(a, prominence=0.15 * span, distance=distance)
-    es, _ = find_peaks(-a, prominence=0.15 * span, distance=distance)
-    if len(ed) == 0:
-        ed = np.array([int(np.argmax(a))])
-    if len(es) == 0:
-        es = np.array([int(np.argmin(a))])
-    return [int(i) for i in ed], [int(i) for i in es]
+    ed, es, _ = _find_ed_es(areas, fps)
+    return ed, es
 
 
 def cycle_efs(masks: np.ndarray, ed: list[int], es: list[int]) -> list[dict[str, Any]]:
@@ -57,25 +82,44 @@ def cycle_efs(masks: np.ndarray, ed: list[int], es: list[int]) -> list[dict[str,
     return beats
 
 
-def analyze_record(record: Record, parcellator: Parcellator, segmenters: dict[str, ParcelToSegment], out_dir: str | Path,
-                   knn: WeightedKNN | None = None) -> dict[str, Any]:
-    """Run the analysis of one recording and write masks.npz, overlay.mp4, lv_area.png, summary.json."""
-    if "LV" not in segmenters:
-        raise AlanError("analyze needs an LV parcel-to-segment model (--segment MODEL.json with target LV)")
-    prov = {k: v for k, v in parcellator.provenance.items() if k != "work_size"}
-    for model in segmenters.values():
-        model.check_provenance(prov)
-    out = Path(out_dir)
-    frames = np.asarray(record.frames)
+def cycle_warnings(areas: np.ndarray, clear: bool) -> tuple[list[str], bool]:
+    """(warnings, usable): why an LV area curve gives no trustworthy ED/ES / EF."""
+    areas = np.asarray(areas, dtype=float)
+    if len(areas) == 0 or areas.max() <= 0:
+        return ["no LV found in any frame: no ED/ES, no EF"], False
+    swing = float((areas.max() - areas.min()) / areas.max())
+    if swing < MIN_AREA_SWING:
+        return [f"no clear cardiac cycle: the LV area varies by {swing:.1%} only; no EF"], False
+    if not clear:
+        return ["no clear cardiac cycle (no area peak stands out): ED/ES are the largest/smallest LV frames"], True
+    return [], True
+
+
+def analyze_frames(record: Record, frames: np.ndarray, parcellator: Parcellator, segmenters: dict[str, ParcelToSegment],
+                   knn: WeightedKNN | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
+    """(summary, {target: bool masks (T, H, W)}, parcels (T, H, W) native) of one decoded recording."""
+    frames = np.asarray(frames)
+    if frames.ndim == 2:
+        frames = frames[None]
+    if frames.ndim != 3 or not len(frames):
+        raise DataError(record.source, f"expected gray frames (T, H, W), got shape {frames.shape}")
     shape = frames.shape[1:]
-    work = to_work(list(frames), parcellator.work_size)
-    parcels = parcellator(work)
+    parcels = parcellator(to_work(list(frames), parcellator.work_size))
     masks = {t: np.stack(masks_to_native(m.predict(parcels), [shape] * len(frames))) for t, m in segmenters.items()}
     fps = record.meta.get("FPS") or record.meta.get("fps")
+    fps = float(fps) if fps else None
     areas = masks["LV"].sum(axis=(1, 2)).astype(float)
-    ed, es = find_ed_es(areas, fps)
-    beats = cycle_efs(masks["LV"], ed, es)
+    ed, es, clear = _find_ed_es(areas, fps)
+    warnings, usable = cycle_warnings(areas, clear)
+    beats = cycle_efs(masks["LV"], ed, es) if usable else []
     efs = [b["ef"] for b in beats if np.isfinite(b["ef"])]
+    ef = float(np.median(efs)) if efs else None
+    if ef is not None and not 0 <= ef <= 100:
+        warnings.append(f"implausible EF {ef:.1f}% (outside 0-100 %): check the masks")
+    if not usable:
+        ed, es = [], []
+    pixel_mm2 = float(record.spacing[0] * record.spacing[1]) if record.spacing else None
+    prov = {k: v for k, v in parcellator.provenance.items() if k != "work_size"}
     summary: dict[str, Any] = {
         "record": record.id,
         "source": record.source,
@@ -83,31 +127,321 @@ def analyze_record(record: Record, parcellator: Parcellator, segmenters: dict[st
         "height": int(shape[0]),
         "width": int(shape[1]),
         "fps": fps,
+        "spacing_mm": list(record.spacing) if record.spacing else None,
         "ed_frames": ed,
         "es_frames": es,
         "beats": beats,
-        "ef_percent": float(np.median(efs)) if efs else None,
+        "ef_percent": ef,
         "ef_method": "single-plane area-length from the LV masks, V = 8 A^2 / (3 pi L), median over beats",
+        "area_unit": "mm2" if pixel_mm2 else "px",
         "lv_area_px": areas.tolist(),
-        "provenance": {**prov, "segment": {t: m.interior_parcels_ for t, m in segmenters.items()}},
+        "warnings": warnings,
+        "labels": {t: LABEL_IDS[t] for t in masks},
+        "provenance": {**prov, "work_size": parcellator.work_size,
+                       "segment": {t: m.interior_parcels_ for t, m in segmenters.items()}},
     }
+    if pixel_mm2:
+        summary["lv_area_mm2"] = (areas * pixel_mm2).tolist()
     if "LA" in masks:
         summary["la_area_px"] = masks["LA"].sum(axis=(1, 2)).astype(float).tolist()
+        if pixel_mm2:
+            summary["la_area_mm2"] = (np.asarray(summary["la_area_px"]) * pixel_mm2).tolist()
     if knn is not None:
         from alan.pipelines.views import cls_features
 
         knn.check_provenance({"backbone_hash": prov.get("backbone_hash")})
         step = max(1, len(frames) // 16)
-        fake = [Record(id=f"{record.id}:{i}", load_frames=(lambda i=i: frames[i:i + 1]), n_frames=1) for i in range(0, len(frames), step)]
+        fake = [Record(id=f"{record.id}:{i}", load_frames=(lambda i=i: frames[i:i + 1]), n_frames=1)
+                for i in range(0, len(frames), step)]
         proba = knn.predict_proba(cls_features(parcellator.backbone, fake)).mean(axis=0)
         summary["view"] = str(knn.classes_[int(np.argmax(proba))])
         summary["view_scores"] = {str(c): float(p) for c, p in zip(knn.classes_, proba)}
-    out.mkdir(parents=True, exist_ok=True)
-    tmp = out / ".masks.tmp.npz"
-    np.savez_compressed(tmp, **{t: m for t, m in masks.items()})
-    tmp.replace(out / "masks.npz")
-    native_parcels = np.stack([labels_to_native(p, shape) for p in parcels])
-    save_overlay_mp4(out / "overlay.mp4", frames, native_parcels, fps=float(fps or 25.0), masks=[{t: m[i] for t, m in masks.items()} for i in range(len(frames))])
-    area_curve(areas, ed, es, out / "lv_area.png", title=f"LV area, {record.id}")
-    atomic_write_json(out / "summary.json", summary)
+    native = np.stack([labels_to_native(p, shape) for p in parcels])
+    return summary, masks, native
+
+
+def write_record(folder: str | Path, record: Record, frames: np.ndarray, summary: dict[str, Any],
+                 masks: dict[str, np.ndarray], parcels: np.ndarray) -> Path:
+    """One record's folder, atomically: labels.nii.gz, overlay.mp4, lv_area.png, summary.json."""
+    from alan.reports.figures import area_curve
+    from alan.reports.overlays import save_overlay_mp4
+
+    frames = np.asarray(frames)
+    frames = frames[None] if frames.ndim == 2 else frames
+    with atomic_dir(folder, RECORD_KIND) as tmp:
+        write_label_map(tmp / "labels.nii.gz", masks_to_labels(masks), record.spacing, f"alan {'+'.join(masks)} masks")
+        save_overlay_mp4(tmp / "overlay.mp4", frames, parcels, fps=float(summary["fps"] or 25.0),
+                         masks=[{t: m[i] for t, m in masks.items()} for i in range(len(frames))])
+        areas = np.asarray(summary.get("lv_area_mm2") or summary["lv_area_px"])
+        area_curve(areas, summary["ed_frames"], summary["es_frames"], tmp / "lv_area.png",
+                   title=f"LV area [{summary['area_unit']}], {record.id}")
+        atomic_write_json(tmp / "summary.json", summary)
+    return Path(folder)
+
+
+def analyze_record(record: Record, parcellator: Parcellator, segmenters: dict[str, ParcelToSegment], out_dir: str | Path,
+                   knn: WeightedKNN | None = None) -> dict[str, Any]:
+    """Analyse one recording into `out_dir` (see `write_record`); returns its summary."""
+    check_segmenters(parcellator, segmenters)
+    frames = np.asarray(record.frames)
+    summary, masks, parcels = analyze_frames(record, frames, parcellator, segmenters, knn)
+    write_record(out_dir, record, frames, summary, masks, parcels)
     return summary
+
+
+def check_segmenters(parcellator: Parcellator, segmenters: dict[str, ParcelToSegment]) -> None:
+    """Refuse a model set without LV, or models fitted on another backbone / head."""
+    if "LV" not in segmenters:
+        raise AlanError("analyze needs an LV parcel-to-segment model (--segment MODEL.json with target LV)")
+    prov = {k: v for k, v in parcellator.provenance.items() if k != "work_size"}
+    for model in segmenters.values():
+        model.check_provenance(prov)
+
+
+# ----------------------------------------------------------------------------------- studies
+@dataclass
+class Failed:
+    """An input that could not be analysed (a corrupt video, say) and why."""
+
+    id: str
+    source: str | None
+    error: str
+
+
+@dataclass
+class StudyResult:
+    """What `analyze_study` did: one row per input, in input order."""
+
+    out: Path
+    rows: list[dict[str, Any]] = field(default_factory=list)
+    reused: int = 0
+
+    @property
+    def failed(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["status"] == "failed"]
+
+    @property
+    def warned(self) -> list[dict[str, Any]]:
+        return [r for r in self.rows if r["status"] == "ok" and r["warnings"]]
+
+
+def study_inputs(path: str | Path, format: str = "auto", split: str = "all") -> list[Record | Failed]:
+    """The records to analyse at `path`: a video / DICOM file, a folder of them, or any dataset.
+
+    In a folder of videos every file is opened on its own, so one unreadable file becomes a
+    `Failed` entry instead of stopping the listing of the others."""
+    from alan.data import open_dataset
+
+    path = Path(path)
+    if not path.exists():
+        raise DataError(path, "no such file or directory")
+    if path.is_dir() and format in ("auto", "videos"):
+        from alan.data.detect import detect_format
+
+        if format == "videos" or detect_format(path) == "videos":
+            return _video_folder(path)
+    dataset = open_dataset(path, format)
+    if split.lower() == "all":
+        return list(dataset.records)
+    records = dataset.split(*split.split(","))
+    if not records:
+        raise DataError(path, f"no records in split {split!r} (splits: {dataset.splits()}; use --split all)")
+    return records
+
+
+def _video_folder(root: Path) -> list[Record | Failed]:
+    from alan.data.videos import find_media, read
+
+    files = find_media(root)
+    if not files:
+        raise DataError(root, "empty folder: no AVI, MP4 or DICOM files found")
+    out: list[Record | Failed] = []
+    for f in files:
+        rid = f.relative_to(root).with_suffix("").as_posix()
+        try:
+            records = read(f).records
+        except DataError as e:
+            out.append(Failed(rid, str(f), str(e)))
+            continue
+        out.extend(replace(r, id=rid, patient=r.patient if r.patient != r.id else rid) for r in records)
+    return out
+
+
+def _folder_names(items: Sequence[Record | Failed]) -> list[str]:
+    from alan.pipelines.parcels import safe_name
+
+    names, seen = [], set()
+    for item in items:
+        name = safe_name(item.id)
+        base, n = name, 1
+        while name in seen:
+            n += 1
+            name = f"{base}_{n}"
+        seen.add(name)
+        names.append(name)
+    return names
+
+
+def _finished(folder: Path, provenance: dict[str, Any]) -> dict[str, Any] | None:
+    """The summary of a complete record folder made with the same models, else None."""
+    if output_kind(folder) != RECORD_KIND:
+        return None
+    try:
+        marker = json.loads((folder / MARKER).read_text())
+        summary = json.loads((folder / "summary.json").read_text())
+    except (OSError, ValueError):
+        return None
+    if not marker.get("complete") or summary.get("provenance") != provenance:
+        return None
+    return summary
+
+
+def _decode(item: Record | Failed) -> np.ndarray | Failed:
+    if isinstance(item, Failed):
+        return item
+    try:
+        return np.asarray(item.frames)
+    except DataError as e:
+        return Failed(item.id, item.source, str(e))
+
+
+def _prefetched(items: Sequence[Record | Failed], skip: Callable[[int], bool]) -> Iterator[tuple[int, np.ndarray | Failed | None]]:
+    """(index, decoded frames / Failed / None if skipped), decoding the next record while the caller works."""
+    todo = [i for i in range(len(items)) if not skip(i)]
+    with ThreadPoolExecutor(max_workers=1) as pool:
+        pending = pool.submit(_decode, items[todo[0]]) if todo else None
+        nxt = iter(todo[1:])
+        for i in range(len(items)):
+            if skip(i):
+                yield i, None
+                continue
+            frames = pending.result()
+            j = next(nxt, None)
+            pending = pool.submit(_decode, items[j]) if j is not None else None
+            yield i, frames
+
+
+def analyze_study(items: Sequence[Record | Failed], parcellator: Parcellator, segmenters: dict[str, ParcelToSegment],
+                  out: str | Path, *, knn: WeightedKNN | None = None, resume: bool = False,
+                  progress: bool = True, console: Any = None) -> StudyResult:
+    """Analyse every record into ``OUT/records/NAME/``; write results.csv, results.json, report.html.
+
+    A record that fails to decode is reported in the table (status "failed") and the others go on.
+    With `resume`, a record whose folder is complete and was made with the same models is reused.
+    `OUT` must be absent, empty, or an earlier analyze output."""
+    from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
+                               TimeRemainingColumn)
+
+    check_segmenters(parcellator, segmenters)
+    out = Path(out)
+    check_output_dir(out, STUDY_KIND)
+    out.mkdir(parents=True, exist_ok=True)
+    if not (out / MARKER).exists():
+        atomic_write_json(out / MARKER, {"kind": STUDY_KIND, "complete": False})
+    provenance = {k: v for k, v in parcellator.provenance.items() if k != "work_size"}
+    provenance = {**provenance, "work_size": parcellator.work_size,
+                  "segment": {t: m.interior_parcels_ for t, m in segmenters.items()}}
+    names = _folder_names(items)
+    done = {i: s for i, item in enumerate(items) if resume and isinstance(item, Record)
+            and (s := _finished(out / "records" / names[i], provenance)) is not None}
+    result = StudyResult(out=out, reused=len(done))
+    total = sum(int(r.n_frames or 1) for r in items if isinstance(r, Record))
+    with Progress(TextColumn("[bold]analyze[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
+                  TextColumn("frames"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
+                  disable=not progress, console=console, transient=False) as bar:
+        task = bar.add_task("", total=total or None)
+        for i, frames in _prefetched(items, lambda i: i in done or isinstance(items[i], Failed)):
+            item, folder = items[i], out / "records" / names[i]
+            bar.update(task, description=item.id)
+            if isinstance(item, Failed) or isinstance(frames, Failed):
+                bad = item if isinstance(item, Failed) else frames
+                result.rows.append(_failed_row(bad))
+                continue
+            if frames is None:
+                summary = done[i]
+            else:
+                try:
+                    summary, masks, parcels = analyze_frames(item, frames, parcellator, segmenters, knn)
+                except DataError as e:
+                    result.rows.append(_failed_row(Failed(item.id, item.source, str(e))))
+                    continue
+                write_record(folder, item, frames, summary, masks, parcels)
+                del frames, masks, parcels
+            result.rows.append(_row(summary, folder.relative_to(out).as_posix()))
+            bar.advance(task, int(item.n_frames or summary["frames"]))
+    write_study(result)
+    return result
+
+
+def _failed_row(f: Failed) -> dict[str, Any]:
+    return {"record": f.id, "status": "failed", "source": f.source, "warnings": [f.error], "folder": None}
+
+
+def _row(s: dict[str, Any], folder: str) -> dict[str, Any]:
+    areas = np.asarray(s.get("lv_area_mm2") or s["lv_area_px"])
+    la = s.get("la_area_mm2") or s.get("la_area_px")
+    ed, es = s["ed_frames"], s["es_frames"]
+    return {
+        "record": s["record"], "status": "ok", "source": s.get("source"), "view": s.get("view"),
+        "frames": s["frames"], "fps": s.get("fps"), "ed_frames": ed, "es_frames": es, "beats": len(s["beats"]),
+        "ef_beats_percent": [b["ef"] for b in s["beats"]], "ef_percent": s["ef_percent"],
+        "lv_area_ed": float(np.median(areas[ed])) if ed else None,
+        "lv_area_es": float(np.median(areas[es])) if es else None,
+        "la_area_max": float(np.max(la)) if la is not None and len(la) else None,
+        "area_unit": s["area_unit"], "warnings": list(s["warnings"]), "folder": folder,
+    }
+
+
+def _cell(value: Any) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, float):
+        return f"{value:.4g}" if np.isfinite(value) else ""
+    if isinstance(value, list):
+        return " ".join(_cell(v) for v in value) if not all(isinstance(v, str) for v in value) else "; ".join(value)
+    return str(value)
+
+
+def results_csv(rows: Iterable[dict[str, Any]]) -> str:
+    """The study table as CSV text (lists space-separated, warnings '; '-separated)."""
+    buf = io.StringIO()
+    writer = csv.writer(buf, lineterminator="\n")
+    writer.writerow(CSV_COLUMNS)
+    for row in rows:
+        writer.writerow([_cell(row.get(c)) for c in CSV_COLUMNS])
+    return buf.getvalue()
+
+
+def write_study(result: StudyResult) -> None:
+    """results.csv, results.json and report.html of a study (each written atomically)."""
+    out = result.out
+    atomic_write_text(out / "results.csv", results_csv(result.rows))
+    atomic_write_json(out / "results.json", {"records": result.rows, "n_records": len(result.rows),
+                                             "n_failed": len(result.failed), "n_warned": len(result.warned),
+                                             "labels": LABEL_IDS, "columns": list(CSV_COLUMNS)})
+    study_report(result).write(out / "report.html")
+    atomic_write_json(out / MARKER, {"kind": STUDY_KIND, "complete": True})
+
+
+def study_report(result: StudyResult):
+    """The HTML report: the study table, then each record's overlay video and area curve."""
+    from alan.reports.html import Report
+
+    rep = Report("alan analyze", intro=f"{len(result.rows)} recordings, {len(result.failed)} failed, "
+                                       f"{len(result.warned)} with warnings. EF: single-plane area-length from the "
+                                       "predicted LV masks, median over beats.")
+    table = rep.section("Results")
+    cols = ("record", "status", "view", "frames", "ed_frames", "es_frames", "ef_percent", "warnings")
+    table.tables.append(("one row per recording", list(cols), [[_cell(r.get(c)) for c in cols] for r in result.rows]))
+    for r in result.rows:
+        if r["status"] != "ok":
+            continue
+        folder = result.out / r["folder"]
+        sec = rep.section(r["record"])
+        ef = "n/a" if r["ef_percent"] is None else f"{r['ef_percent']:.1f} %"
+        sec.paragraphs.append(f"ED {r['ed_frames']}, ES {r['es_frames']}, EF {ef}" +
+                              (f", view {r['view']}" if r.get("view") else ""))
+        sec.paragraphs += [f"warning: {w}" for w in r["warnings"]]
+        sec.figures.append((folder / "overlay.mp4", "parcel boundaries (blue), predicted masks (green)"))
+        sec.figures.append((folder / "lv_area.png", "LV area per frame with ED / ES"))
+    return rep

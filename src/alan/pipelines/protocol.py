@@ -20,7 +20,8 @@ from rich.console import Console
 
 from alan.data import Dataset, open_dataset
 from alan.errors import AlanError
-from alan.pipelines.segment import Parcellator, evaluate_segmenter, fit_segmenter, segmentation_report
+from alan.pipelines.segment import (Parcellator, collect_annotated, evaluate_segmenter, fit_baseline, fit_segmenter,
+                                    segmentation_report)
 from alan.training import RunOptions
 
 
@@ -33,6 +34,7 @@ class ProtocolConfig:
     raptor_max_steps: int = -1
     raptor_batch_size: int = 4
     raptor_preset: str = "reference"
+    raptor_position: float = 0.0  # 0: the paper's head (see RaptorHead's position option)
     raptor_limit: int | None = None
     work_size: int = 112
     camus_targets: tuple[str, ...] = ("LV", "LA")
@@ -64,6 +66,46 @@ def _split(ds: Dataset, *names: str) -> list:
     return recs
 
 
+HELD_OUT_FRACTION = 0.2
+
+
+def _annotated(records: list) -> list:
+    return [r for r in records if any(i is not None and i in r.annotated for i in (r.ed, r.es))]
+
+
+def _withheld_note(ds: Dataset, split: str) -> str:
+    if ds.format == "camus" and any(r.meta.get("release") == "2019" for r in ds.records):
+        return ("the CAMUS 2019 release withholds the ground truth of its testing patients (the current NIfTI "
+                "release has it: pass its folder, with database_nifti/ and database_split/, to --camus to score "
+                "on the official testing split)")
+    return f"the {split} split of {ds.root} has no annotated ED/ES frames"
+
+
+def scoring_sets(ds: Dataset, fit_split: tuple[str, ...], test_split: tuple[str, ...]) -> tuple[list, list, dict[str, Any]]:
+    """(fit records, test records, what was scored): the protocol's splits, or, where the test split has
+    no ground truth, the last `HELD_OUT_FRACTION` of the fitting split's patients (sorted by id) instead."""
+    fit, test = _split(ds, *fit_split), _split(ds, *test_split)
+    info: dict[str, Any] = {"fit": "/".join(fit_split), "test": "/".join(test_split), "note": None}
+    if _annotated(test):
+        return fit, test, info
+    if not _annotated(fit):
+        raise AlanError(f"{ds.root}: neither the {'/'.join(fit_split)} nor the {'/'.join(test_split)} split has "
+                        f"annotated ED/ES frames; {_withheld_note(ds, '/'.join(test_split))}")
+    patients = sorted({r.patient or r.id for r in _annotated(fit)})
+    if len(patients) < 2:
+        raise AlanError(f"{ds.root}: {_withheld_note(ds, '/'.join(test_split))}, and the {'/'.join(fit_split)} "
+                        f"split has one annotated patient only: nothing to hold out")
+    n_held = max(1, int(round(HELD_OUT_FRACTION * len(patients))))
+    held = set(patients[-n_held:])
+    test = [r for r in fit if (r.patient or r.id) in held]
+    fit = [r for r in fit if (r.patient or r.id) not in held]
+    name = "/".join(fit_split)
+    info.update(fit=f"{name} minus held-out patients", test=f"held-out {name} patients ({n_held} of {len(patients)})",
+                note=f"{_withheld_note(ds, '/'.join(test_split))}; scored on the last {n_held} of the {len(patients)} "
+                     f"annotated {name} patients (held out, sorted by id) instead, fitted on the others")
+    return fit, test, info
+
+
 def run_protocol(backbone: Any, out: Path, *, echonet: Path | None, camus: Path | None, tmed2: Path | None,
                  config: ProtocolConfig, console: Console | None = None, timer: Timer | None = None) -> dict[str, Any]:
     """Run RAPTOR + parcel-to-segment + kNN views on the given datasets; returns the results dict."""
@@ -87,6 +129,7 @@ def run_protocol(backbone: Any, out: Path, *, echonet: Path | None, camus: Path 
                               batch_size=config.raptor_batch_size, seed=config.seed, progress=config.progress,
                               checkpoint_every_n_steps=None, **config.run)
             head = train_raptor(backbone, records, out / "raptor", n_parcels=config.n_parcels, loss=config.raptor_preset,
+                                position=config.raptor_position,
                                 opts=opts, data={"path": str(train_ds.root), "format": train_ds.format, "split": "train"})
         results["raptor"] = {"hash": head.hash, "K": config.n_parcels, "trained_on": train_ds.format,
                              "n_records": len(records)}
@@ -98,14 +141,21 @@ def run_protocol(backbone: Any, out: Path, *, echonet: Path | None, camus: Path 
         ):
             if ds is None:
                 continue
+            fit_records, test_records, scored = scoring_sets(ds, fit_split, test_split)
+            if scored["note"]:
+                console.print(f"[yellow]note:[/] {ds.format}: {scored['note']}")
+            results.setdefault("scored_splits", {})[ds.format] = scored
             evals = {}
             for target in targets:
                 with timer.stage(f"parcel-to-segment {target} on {ds.format}"):
-                    model = fit_segmenter(parcellator, _split(ds, *fit_split), target, progress=config.progress)
+                    fit_frames = collect_annotated(fit_records, target, progress=config.progress)
+                    model = fit_segmenter(parcellator, fit_frames, target, progress=config.progress)
+                    baseline = fit_baseline(fit_frames, target, config.work_size)
                     path = out / "models" / f"{ds.format}_{target}.json"
                     model.to_json(path)
                     results["segment_models"][f"{ds.format}_{target}"] = str(path)
-                    evals[target] = evaluate_segmenter(model, parcellator, _split(ds, *test_split), progress=config.progress)
+                    evals[target] = evaluate_segmenter(model, parcellator, test_records, progress=config.progress,
+                                                       baseline=baseline)
             results["segmentation"][ds.format] = segmentation_report(evals, ds.format, fig_dir)
     if tmed2:
         tds = open_dataset(tmed2, "tmed2")

@@ -14,6 +14,7 @@ import cv2
 import numpy as np
 from rich.progress import Progress
 
+from alan.downstream.constant_mask import ConstantMask
 from alan.downstream.parcel_to_segment import ParcelToSegment, region_oracle
 from alan.errors import AlanError
 from alan.metrics import area_length_volume, dice, dice_summary, ejection_fraction
@@ -111,12 +112,30 @@ class Parcellator:
         return compute_parcels(self.backbone, self.head, frames, batch_size=self.batch_size)
 
 
-def fit_segmenter(parcellator: Parcellator, records: list[Record], target: str, progress: bool = False,
-                  **hyper: Any) -> ParcelToSegment:
-    """Fit parcel-to-segment for `target` on the annotated ED/ES frames of `records`."""
-    frames = collect_annotated(records, target, progress)
+def _annotated(records: list[Record] | AnnotatedFrames, target: str, progress: bool) -> AnnotatedFrames:
+    if isinstance(records, AnnotatedFrames):
+        frames = records
+    else:
+        frames = collect_annotated(records, target, progress)
     if not len(frames):
-        raise AlanError(f"no annotated ED/ES frames with a {target} mask among {len(records)} records")
+        n = len({r.id for r in frames.records}) if isinstance(records, AnnotatedFrames) else len(records)
+        raise AlanError(f"no annotated ED/ES frames with a {target} mask among {n} records")
+    return frames
+
+
+def fit_baseline(records: list[Record] | AnnotatedFrames, target: str, work_size: int = 112,
+                 progress: bool = False) -> ConstantMask:
+    """The constant-mask baseline: the mean `target` mask of the annotated ED/ES frames of `records`
+    in the square working frame, thresholded at 0.5 (see `ConstantMask`)."""
+    frames = _annotated(records, target, progress)
+    return ConstantMask().fit(masks_to_work(frames.masks, work_size))
+
+
+def fit_segmenter(parcellator: Parcellator, records: list[Record] | AnnotatedFrames, target: str,
+                  progress: bool = False, **hyper: Any) -> ParcelToSegment:
+    """Fit parcel-to-segment for `target` on the annotated ED/ES frames of `records` (or on frames
+    already collected with `collect_annotated`)."""
+    frames = _annotated(records, target, progress)
     images = to_work(frames.images, parcellator.work_size)
     parcels = parcellator(images)
     masks = masks_to_work(frames.masks, parcellator.work_size)
@@ -138,18 +157,18 @@ class SegmentationResult:
     truth: np.ndarray
     ef: dict[str, Any] | None = None
     class_set_dice: np.ndarray | None = None  # plain union of the fitting set's best class set
+    baseline_dice: np.ndarray | None = None  # the constant mask (mean fitting mask) on the same frames
 
     def summary(self) -> dict[str, dict[str, float]]:
         return {p: dice_summary(self.dice[np.asarray(self.phases) == p]) for p in PHASES}
 
 
-def evaluate_segmenter(model: ParcelToSegment, parcellator: Parcellator, records: list[Record],
-                       progress: bool = False) -> SegmentationResult:
-    """DICE of `model` on the annotated ED/ES frames of `records`, at native resolution."""
+def evaluate_segmenter(model: ParcelToSegment, parcellator: Parcellator, records: list[Record] | AnnotatedFrames,
+                       progress: bool = False, baseline: ConstantMask | None = None) -> SegmentationResult:
+    """DICE of `model` on the annotated ED/ES frames of `records`, at native resolution; with a
+    `baseline` (`fit_baseline` on the fitting records) its DICE on the same frames too."""
     model.check_provenance({k: v for k, v in parcellator.provenance.items() if k != "work_size"})
-    frames = collect_annotated(records, model.target, progress)
-    if not len(frames):
-        raise AlanError(f"no annotated ED/ES frames with a {model.target} mask among {len(records)} records")
+    frames = _annotated(records, model.target, progress)
     images = to_work(frames.images, parcellator.work_size)
     parcels = parcellator(images)
     pred = model.predict(parcels)
@@ -164,6 +183,11 @@ def evaluate_segmenter(model: ParcelToSegment, parcellator: Parcellator, records
     if best is not None:
         alt = masks_to_native(np.isin(parcels, best), shapes)
         result.class_set_dice = np.array([dice(p, t) for p, t in zip(alt, frames.masks)])
+    if baseline is not None:
+        if baseline.mask_.shape != (parcellator.work_size, parcellator.work_size):
+            raise AlanError(f"constant-mask baseline is {baseline.mask_.shape}, not the working size {parcellator.work_size}")
+        const = masks_to_native(baseline.predict(images), shapes)
+        result.baseline_dice = np.array([dice(p, t) for p, t in zip(const, frames.masks)])
     return result
 
 
@@ -244,6 +268,8 @@ def segmentation_report(results: dict[str, SegmentationResult], fmt: str, figure
         report["oracle"][target] = _phase_means(oracle, phases)
         if res.class_set_dice is not None:
             report.setdefault("class_set_oracle", {})[target] = _phase_means(res.class_set_dice, phases)
+        if res.baseline_dice is not None:
+            report.setdefault("baseline", {})[target] = _phase_means(res.baseline_dice, phases)
         report["n_frames"] += len(res.dice)
         if res.ef is not None:
             report["ef"] = res.ef

@@ -7,19 +7,22 @@ from collections.abc import Sequence
 from pathlib import Path
 
 import matplotlib
-
-matplotlib.use("Agg")
-import matplotlib.pyplot as plt
 import numpy as np
+from matplotlib.figure import Figure
 from skimage.segmentation import find_boundaries
 
 
-def _save(fig: plt.Figure, path: str | Path) -> Path:
+def _subplots(*args, figsize: tuple[float, float], **kwargs):
+    """pyplot.subplots without pyplot: no global backend switch, nothing left in pyplot's registry."""
+    fig = Figure(figsize=figsize)
+    return fig, fig.subplots(*args, **kwargs)
+
+
+def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.stem}.tmp.png")
     fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    plt.close(fig)
     tmp.replace(path)
     return path
 
@@ -27,7 +30,7 @@ def _save(fig: plt.Figure, path: str | Path) -> Path:
 def dice_histogram(groups: dict[str, np.ndarray], path: str | Path, title: str = "DICE") -> Path:
     """One histogram panel per group (e.g. "LV ED"), as the paper's Figure 3."""
     n = max(1, len(groups))
-    fig, axes = plt.subplots(1, n, figsize=(3.2 * n, 2.8), squeeze=False)
+    fig, axes = _subplots(1, n, figsize=(3.2 * n, 2.8), squeeze=False)
     for ax, (name, scores) in zip(axes[0], groups.items()):
         ax.hist(np.asarray(scores) * 100, bins=np.linspace(0, 100, 21), color="#4c72b0", edgecolor="white")
         ax.set_title(f"{name} (n={len(scores)})", fontsize=9)
@@ -66,7 +69,7 @@ def best_worst(images: np.ndarray, parcels: np.ndarray, truth: np.ndarray, pred:
     """Top row: the n worst and n best frames with truth/prediction; bottom row: their parcel contours."""
     order = np.argsort(scores)
     pick = list(order[:n]) + list(order[-n:][::-1]) if len(order) > 2 * n else list(order)
-    fig, axes = plt.subplots(2, len(pick), figsize=(1.9 * len(pick), 4.0), squeeze=False)
+    fig, axes = _subplots(2, len(pick), figsize=(1.9 * len(pick), 4.0), squeeze=False)
     for j, i in enumerate(pick):
         axes[0][j].imshow(overlay_rgb(images[i], truth[i], pred[i]))
         name = f"{labels[i]}\n" if labels is not None else ""
@@ -80,7 +83,7 @@ def best_worst(images: np.ndarray, parcels: np.ndarray, truth: np.ndarray, pred:
 
 def parcel_colors(n_parcels: int) -> np.ndarray:
     """(K, 3) fixed colours, one per parcel id, so a parcel reads the same in every panel."""
-    cmap = plt.get_cmap("tab20")
+    cmap = matplotlib.colormaps["tab20"]
     base = np.array([cmap(i % 20)[:3] for i in range(n_parcels)])
     shade = 1.0 - 0.35 * (np.arange(n_parcels) // 20 % 3)[:, None] / 2  # darker repeats past 20 ids
     return base * shade
@@ -96,7 +99,7 @@ def parcel_atlas(images: np.ndarray, parcels: np.ndarray, path: str | Path,
     n = len(images)
     cols = max(1, min(cols, n))
     rows = int(np.ceil(n / cols))
-    fig, axes = plt.subplots(rows, cols, figsize=(1.9 * cols, 2.0 * rows), squeeze=False)
+    fig, axes = _subplots(rows, cols, figsize=(1.9 * cols, 2.0 * rows), squeeze=False)
     for ax in axes.ravel():
         ax.axis("off")
     for i in range(n):
@@ -112,7 +115,7 @@ def parcel_atlas(images: np.ndarray, parcels: np.ndarray, path: str | Path,
 
 
 def confusion(matrix: np.ndarray, classes: Sequence[str], path: str | Path, title: str = "") -> Path:
-    fig, ax = plt.subplots(figsize=(3.6, 3.2))
+    fig, ax = _subplots(figsize=(3.6, 3.2))
     ax.imshow(matrix, cmap="Blues")
     for (r, c), v in np.ndenumerate(matrix):
         ax.text(c, r, str(int(v)), ha="center", va="center", fontsize=8,
@@ -126,7 +129,7 @@ def confusion(matrix: np.ndarray, classes: Sequence[str], path: str | Path, titl
 
 
 def area_curve(areas: np.ndarray, ed: Sequence[int], es: Sequence[int], path: str | Path, title: str = "LV area") -> Path:
-    fig, ax = plt.subplots(figsize=(6, 2.6))
+    fig, ax = _subplots(figsize=(6, 2.6))
     ax.plot(areas, color="#4c72b0")
     ax.scatter(list(ed), areas[list(ed)], color="#c44e52", label="ED", zorder=3)
     ax.scatter(list(es), areas[list(es)], color="#55a868", label="ES", zorder=3)

@@ -1,4 +1,9 @@
-"""A self-contained HTML report: sections of tables and PNG figures (embedded as base64)."""
+"""An HTML report: sections of tables, PNG figures and H.264 videos.
+
+Figures are embedded (base64). A video inside the report's folder is linked by its relative path
+(so a study report with hundreds of overlays stays small); any other video is embedded.
+Files ending in .mp4 / .webm / .webp in `Section.figures` are shown as videos (WebP as an image).
+"""
 
 from __future__ import annotations
 
@@ -15,7 +20,8 @@ body{font-family:system-ui,-apple-system,Segoe UI,Roboto,sans-serif;max-width:11
 h1{font-size:1.6em} h2{font-size:1.25em;border-bottom:1px solid #ddd;padding-bottom:.2em;margin-top:2em}
 table{border-collapse:collapse;margin:.8em 0} th,td{border:1px solid #ccc;padding:.3em .7em;text-align:right}
 th{background:#f3f3f3} td:first-child,th:first-child{text-align:left}
-figure{margin:1em 0} figcaption{color:#555;font-size:.9em} img{max-width:100%}
+figure{margin:1em 0} figcaption{color:#555;font-size:.9em} img,video{max-width:100%}
+.warn{color:#a40}
 .note{color:#555;font-size:.92em} code{background:#f4f4f4;padding:0 .2em}
 """
 
@@ -41,7 +47,8 @@ class Report:
         self.sections.append(s)
         return s
 
-    def render(self) -> str:
+    def render(self, base: Path | None = None) -> str:
+        """The HTML text; videos under `base` (the report's folder) are linked relatively."""
         out = [f"<!doctype html><html><head><meta charset='utf-8'><title>{html.escape(self.title)}</title>",
                f"<style>{_CSS}</style></head><body><h1>{html.escape(self.title)}</h1>"]
         if self.intro:
@@ -57,15 +64,41 @@ class Report:
                     out.append("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>")
                 out.append("</table>")
             for path, caption in s.figures:
-                data = base64.b64encode(Path(path).read_bytes()).decode()
-                out.append(f"<figure><img src='data:image/png;base64,{data}' alt='{html.escape(caption)}'>"
-                           f"<figcaption>{html.escape(caption)}</figcaption></figure>")
+                out.append(_figure(Path(path), caption, base))
         out.append("</body></html>")
         return "\n".join(out)
 
     def write(self, path: str | Path) -> Path:
-        atomic_write_text(path, self.render())
+        atomic_write_text(path, self.render(Path(path).parent))
         return Path(path)
+
+
+_VIDEO = {".mp4": "video/mp4", ".webm": "video/webm"}
+_IMAGE = {".png": "image/png", ".webp": "image/webp", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
+
+
+def _figure(path: Path, caption: str, base: Path | None) -> str:
+    cap = f"<figcaption>{html.escape(caption)}</figcaption>"
+    suffix = path.suffix.lower()
+    if suffix in _VIDEO:
+        src = _relative(path, base) or f"data:{_VIDEO[suffix]};base64,{base64.b64encode(path.read_bytes()).decode()}"
+        return (f"<figure><video controls loop muted autoplay playsinline preload='metadata' "
+                f"src='{html.escape(src)}' title='{html.escape(caption)}'></video>{cap}</figure>")
+    data = base64.b64encode(path.read_bytes()).decode()
+    return f"<figure><img src='data:{_IMAGE.get(suffix, 'image/png')};base64,{data}' alt='{html.escape(caption)}'>{cap}</figure>"
+
+
+def _relative(path: Path, base: Path | None) -> str | None:
+    """`path` relative to `base` as a URL path if it lies inside `base`, else None."""
+    if base is None:
+        return None
+    try:
+        rel = path.resolve().relative_to(Path(base).resolve())
+    except ValueError:
+        return None
+    from urllib.parse import quote
+
+    return quote(rel.as_posix())
 
 
 def _fmt(value: Any) -> str:

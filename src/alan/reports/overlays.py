@@ -1,6 +1,9 @@
 """Parcel boundary overlays as in the ALAN paper's Figure 2: blue lines between parcels, the
 annotated segment in green, on the gray frame. PNG (a row of frames) and MP4 (every frame).
 
+MP4s are H.264 (yuv420p, +faststart), the codec every browser plays in a ``<video>`` tag, encoded
+by the ffmpeg that the imageio-ffmpeg wheel ships (OpenCV's own wheels have no H.264 encoder).
+
 Small frames (EchoNet's 112 px) are enlarged by an integer factor first (nearest neighbour for
 the parcels, bilinear for the image) so that one-pixel boundaries stay readable.
 """
@@ -9,13 +12,14 @@ from __future__ import annotations
 
 import os
 import tempfile
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from pathlib import Path
 
 import cv2
 import numpy as np
 from skimage.segmentation import find_boundaries
 
+from alan.artifacts import follow_umask
 from alan.data.clips import frames_to_unit
 from alan.errors import AlanError
 
@@ -54,6 +58,7 @@ def _atomic(path: Path, write) -> Path:
     os.close(fd)
     try:
         write(tmp)
+        follow_umask(Path(tmp))
         os.replace(tmp, path)
     finally:
         Path(tmp).unlink(missing_ok=True)
@@ -95,23 +100,48 @@ def save_overlay_png(path: str | Path, frames: np.ndarray, parcels: np.ndarray, 
     return _atomic(Path(path), write)
 
 
-def save_overlay_mp4(path: str | Path, frames: np.ndarray, parcels: np.ndarray, fps: float = 25.0,
-                     min_side: int = 256, masks: Sequence | None = None) -> Path:
-    """Every frame's boundary overlay as an MP4 (mp4v), written atomically; `masks[i]` (a bool
-    array, a {label: bool array} dict, or None) is drawn in green on frame i."""
-    frames, parcels = np.asarray(frames), np.asarray(parcels)
-    scale = _scale_for(frames.shape[-2:], min_side)
-    h, w = frames.shape[1] * scale, frames.shape[2] * scale
+def _even(rgb: np.ndarray) -> np.ndarray:
+    """Pad an RGB frame by edge replication to even height and width (yuv420p needs them)."""
+    h, w = rgb.shape[:2]
+    if h % 2 or w % 2:
+        rgb = np.pad(rgb, ((0, h % 2), (0, w % 2), (0, 0)), mode="edge")
+    return np.ascontiguousarray(rgb)
+
+
+def write_h264(path: str | Path, frames: Iterable[np.ndarray], fps: float = 25.0) -> Path:
+    """RGB uint8 frames (H, W, 3), streamed, as a browser-playable H.264 MP4, written atomically."""
+    import imageio_ffmpeg
 
     def write(tmp: str) -> None:
-        writer = cv2.VideoWriter(tmp, cv2.VideoWriter_fourcc(*"mp4v"), float(fps), (w, h))
-        if not writer.isOpened():
-            raise AlanError(f"{path}: OpenCV cannot write MP4 here")
+        writer = None
         try:
-            for i, (f, p) in enumerate(zip(frames, parcels)):
-                m = None if masks is None else masks[i]
-                writer.write(cv2.cvtColor(boundary_overlay(f, p, m, scale=scale), cv2.COLOR_RGB2BGR))
+            for rgb in frames:
+                rgb = _even(np.asarray(rgb, dtype=np.uint8))
+                if writer is None:
+                    writer = imageio_ffmpeg.write_frames(
+                        tmp, (rgb.shape[1], rgb.shape[0]), fps=float(fps), codec="libx264", pix_fmt_in="rgb24",
+                        pix_fmt_out="yuv420p", quality=None, bitrate=None, macro_block_size=1,
+                        output_params=["-crf", "20", "-preset", "veryfast", "-movflags", "+faststart"],
+                        ffmpeg_log_level="error")
+                    writer.send(None)
+                writer.send(rgb.tobytes())
+            if writer is None:
+                raise AlanError(f"{path}: no frames to write")
+        except OSError as e:
+            raise AlanError(f"{path}: ffmpeg could not write H.264 ({e})") from None
         finally:
-            writer.release()
+            if writer is not None:
+                writer.close()
 
     return _atomic(Path(path), write)
+
+
+def save_overlay_mp4(path: str | Path, frames: np.ndarray, parcels: np.ndarray, fps: float = 25.0,
+                     min_side: int = 256, masks: Sequence | None = None) -> Path:
+    """Every frame's boundary overlay as an H.264 MP4 (plays in browsers), written atomically;
+    `masks[i]` (a bool array, a {label: bool array} dict, or None) is drawn in green on frame i."""
+    frames, parcels = np.asarray(frames), np.asarray(parcels)
+    scale = _scale_for(frames.shape[-2:], min_side)
+    overlays = (boundary_overlay(f, p, None if masks is None else masks[i], scale=scale)
+                for i, (f, p) in enumerate(zip(frames, parcels)))
+    return write_h264(path, overlays, fps)

@@ -163,3 +163,22 @@ def test_explicit_phases_and_patient_are_shared_between_views():
     # Still image: no ED/ES unless the phase happens to be one.
     still = echo_sequence("PLAX", rng, phases=np.array([0.5]), patient=p)
     assert still.frames.shape == (1, 112, 112) and still.tracings == {}
+
+
+def test_pose_and_size_spread_is_realistic():
+    """Apical recordings vary in tilt, zoom, place and LV size (the constant mask cannot fake them)."""
+    from alan.data.phantom.echo import POSE_SPREAD
+
+    phi, zoom, col, length = [], [], [], []
+    for seed in range(40):
+        s = echo_sequence("A4C", seed, n_frames=2)
+        pose, patient = s.meta["pose"], s.meta["patient"]
+        phi.append(np.rad2deg(pose.phi))
+        zoom.append(np.log(pose.scale))
+        col.append(np.nonzero(s.mask("LV")[0])[1].mean())
+        length.append(patient.lv_length)
+        assert s.mask("LV")[0].any()
+    assert np.std(phi) > 4.5 and np.ptp(phi) > 20 and np.ptp(phi) <= 2 * (POSE_SPREAD["tilt_deg"] + POSE_SPREAD["sweep_deg"])
+    assert np.std(zoom) > 0.05 and np.ptp(np.exp(zoom)) > 0.2
+    assert np.std(col) > 2.5  # pixels of 112: the heart moves across the fan
+    assert np.ptp(length) / np.mean(length) > 0.3  # LV length +-20 % (and dilation)

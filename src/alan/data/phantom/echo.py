@@ -50,7 +50,9 @@ QUALITIES: tuple[str, ...] = ("Good", "Medium", "Poor")
 
 _BASE_FRACTION = 0.75  # the LV ellipse is cut at 75% of its semi-axis below its centre (mitral plane)
 N_CHORDS = 20
-_APEX_EXPONENT = 1.6  # superellipse exponent of the LV's apical half (2 = ellipse)
+_APEX_EXPONENT = 1.6
+#: Relative spread of the LV's length and width about their means (+-20 %).
+LV_SIZE_SPREAD = 0.20  # superellipse exponent of the LV's apical half (2 = ellipse)
 
 
 @dataclass(frozen=True)
@@ -88,8 +90,8 @@ class EchoPatient:
         dilation = 1.0 + 0.4 * max(0.0, 0.5 - ef)  # low EF hearts are larger
         p = cls(
             ef_target=ef,
-            lv_length=float(rng.uniform(0.52, 0.58)) * dilation**0.5,
-            lv_halfwidth=float(rng.uniform(0.142, 0.162)) * dilation,
+            lv_length=0.55 * float(rng.uniform(1 - LV_SIZE_SPREAD, 1 + LV_SIZE_SPREAD)) * dilation**0.5,
+            lv_halfwidth=0.152 * float(rng.uniform(1 - LV_SIZE_SPREAD, 1 + LV_SIZE_SPREAD)) * dilation,
             width_ratio_2ch=float(rng.uniform(0.95, 1.12)),
             wall=float(rng.uniform(0.045, 0.06)),
             apex_wall=float(rng.uniform(0.03, 0.042)),
@@ -407,11 +409,28 @@ def _psax(p: EchoPatient, u, v, c3, shape) -> dict[str, np.ndarray]:
 # ---------------------------------------------------------------- pose, phases, rendering
 
 
+#: Spread of the probe pose and heart size, chosen from published EchoNet-Dynamic and CAMUS
+#: figures (apical views tilted by up to ~15 degrees about the apex, depth settings and heart
+#: sizes varying by ~15-20 %, the heart off the sector's midline by up to ~6 % of the depth).
+POSE_SPREAD: dict[str, float] = {
+    "tilt_deg": 15.0,  # rotation about the LV apex: N(0, tilt/2) clipped to +-tilt
+    "sweep_deg": 10.0,  # rotation of the whole heart about the transducer (moves it across the fan): U(-s, s)
+    "lateral": 0.03,  # heart offset across the sector, depth units: U(-l, l)
+    "axial": 0.025,  # offset along the beam, depth units: U(-a, a)
+    "zoom": 0.15,  # depth / zoom: scale = exp(U(-z, z)), about +-15 %
+}
 def random_pose(view: str, rng: np.random.Generator, jitter: float = 1.0) -> Pose:
-    """Typical placement of each view's heart frame plus a small random similarity."""
-    rot = np.deg2rad(rng.normal(0.0, 5.0 * jitter))
-    dx, dy = rng.uniform(-0.025, 0.025, 2) * jitter
-    scale = float(np.exp(rng.uniform(-0.06, 0.06) * jitter))
+    """Typical placement of each view's heart frame plus a random similarity (`POSE_SPREAD`).
+
+    The heart frame's origin is the LV apex, so `tilt` turns the heart about its apex; `sweep`
+    turns the whole heart about the transducer, moving it across the fan as an off-axis probe
+    position does. `jitter` scales every spread (1 = the full spread).
+    """
+    tilt = POSE_SPREAD["tilt_deg"]
+    rot = np.deg2rad(float(np.clip(rng.normal(0.0, tilt / 2.0), -tilt, tilt)) * jitter)
+    dx = rng.uniform(-POSE_SPREAD["lateral"], POSE_SPREAD["lateral"]) * jitter
+    dy = rng.uniform(-POSE_SPREAD["axial"], POSE_SPREAD["axial"]) * jitter
+    scale = float(np.exp(rng.uniform(-POSE_SPREAD["zoom"], POSE_SPREAD["zoom"]) * jitter))
     if view == "A4C":
         origin, phi = (0.0, 0.095), np.deg2rad(-6.0)
     elif view == "A2C":
@@ -420,7 +439,10 @@ def random_pose(view: str, rng: np.random.Generator, jitter: float = 1.0) -> Pos
         origin, phi = (-0.46, 0.52), np.deg2rad(-97.0)
     else:
         origin, phi = (0.03, 0.5), 0.0
-    return Pose((origin[0] + dx, origin[1] + dy), float(phi + rot), scale)
+    sweep = np.deg2rad(rng.uniform(-POSE_SPREAD["sweep_deg"], POSE_SPREAD["sweep_deg"]) * jitter)
+    ox, oy = origin[0] + dx, origin[1] + dy
+    c, s = np.cos(sweep), np.sin(sweep)  # x across, y along the beam; the transducer is at (0, 0)
+    return Pose((float(c * ox - s * oy), float(s * ox + c * oy)), float(phi + rot + sweep), scale)
 
 
 def _lv_fits(p: EchoPatient, view: str, pose: Pose, sector: Sector, margin: float = 0.015) -> bool:
@@ -528,10 +550,12 @@ def echo_sequence(
     sector = random_sector(rng) if sector is None else sector
     if pose is None:
         # Apical views keep the whole LV in the fan (its tracing must be complete).
-        for attempt in range(16):
-            pose = random_pose(view, rng, max(0.0, 1.0 - attempt / 8))
-            if attempt >= 8:  # push a large heart deeper and shrink it a little
-                k = attempt - 7
+        # Redraw the full spread first (rejection sampling keeps the pose statistics), then
+        # narrow it, then push a large heart deeper and shrink it a little.
+        for attempt in range(24):
+            pose = random_pose(view, rng, 1.0 if attempt < 12 else max(0.0, 1.0 - (attempt - 11) / 6))
+            if attempt >= 16:
+                k = attempt - 15
                 pose = replace(pose, origin=(pose.origin[0], pose.origin[1] + 0.008 * k), scale=pose.scale * 0.98**k)
             if view not in ("A4C", "A2C") or _lv_fits(patient, view, pose, sector):
                 break

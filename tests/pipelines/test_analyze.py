@@ -1,0 +1,181 @@
+"""`analyze_study`: folders and datasets of recordings, NIfTI label maps, resume, permissions, codec."""
+
+import csv
+import json
+import os
+import stat
+
+import cv2
+import nibabel as nib
+import numpy as np
+import pytest
+import SimpleITK as sitk
+
+from alan.artifacts import MARKER
+from alan.data.phantom import synthesize
+from alan.downstream.parcel_to_segment import ParcelToSegment
+from alan.pipelines.analyze import analyze_study, study_inputs
+from alan.pipelines.labelmaps import LABEL_IDS, masks_to_labels, read_label_map, write_label_map
+
+
+class ThresholdParcellator:
+    """Parcels = 1 where the frame is bright, else 0 (a stand-in with the Parcellator interface)."""
+
+    work_size = 64
+    backbone = None
+    provenance = {"backbone_hash": "b0", "head_hash": "h0", "work_size": 64}
+
+    def __init__(self, fail_after: int | None = None):
+        self.calls, self.fail_after = 0, fail_after
+
+    def __call__(self, frames):
+        self.calls += 1
+        if self.fail_after is not None and self.calls > self.fail_after:
+            raise KeyboardInterrupt  # what a kill in the middle of a study looks like to Python
+        return (np.asarray(frames) > 100).astype(np.int64)
+
+
+def lv_model():
+    maps = np.zeros((4, 64, 64), np.int64)
+    maps[:, 20:40, 20:40] = 1
+    return {"LV": ParcelToSegment(n_parcels=2).fit(maps, maps == 1, provenance={"backbone_hash": "b0", "head_hash": "h0"})}
+
+
+def beating(n=40, size=48, period=12):
+    """A bright disc whose radius follows a cosine: a clear cycle, ED at the maxima."""
+    yy, xx = np.mgrid[:size, :size]
+    r = 8 + 5 * np.cos(2 * np.pi * np.arange(n) / period)
+    return np.stack([np.where((yy - size / 2) ** 2 + (xx - size / 2) ** 2 <= ri ** 2, 200, 20) for ri in r]).astype(np.uint8)
+
+
+def write_avi(path, frames, fps=25):
+    w = cv2.VideoWriter(str(path), cv2.VideoWriter_fourcc(*"FFV1"), fps, frames.shape[:0:-1], False)
+    for f in frames:
+        w.write(f)
+    w.release()
+
+
+@pytest.fixture
+def video_folder(tmp_path):
+    root = tmp_path / "videos"
+    (root / "sub").mkdir(parents=True)
+    write_avi(root / "a.avi", beating())
+    write_avi(root / "sub" / "b.avi", beating(period=10))
+    write_avi(root / "flat.avi", np.full((20, 48, 48), 20, np.uint8) + 0)  # no LV, no cycle
+    (root / "broken.avi").write_bytes(b"RIFF\x00\x00not a video at all" * 20)
+    return root
+
+
+def test_folder_with_a_corrupt_video(video_folder, tmp_path):
+    items = study_inputs(video_folder)
+    res = analyze_study(items, ThresholdParcellator(), lv_model(), tmp_path / "out", progress=False)
+    by_id = {r["record"]: r for r in res.rows}
+    assert set(by_id) == {"a", "sub/b", "flat", "broken"}
+    assert by_id["broken"]["status"] == "failed" and "broken.avi" in by_id["broken"]["warnings"][0]
+    assert [r["record"] for r in res.failed] == ["broken"]
+    a = by_id["a"]
+    assert a["status"] == "ok" and a["es_frames"] == [6, 18, 30] and a["beats"] >= 2 and 0 < a["ef_percent"] < 100
+    flat = by_id["flat"]
+    assert flat["status"] == "ok" and flat["ef_percent"] is None and "no LV" in flat["warnings"][0]
+    with open(tmp_path / "out" / "results.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert [t["record"] for t in table] == [r["record"] for r in res.rows]
+    assert {t["record"]: t["status"] for t in table}["broken"] == "failed"
+    assert json.loads((tmp_path / "out" / "results.json").read_text())["n_failed"] == 1
+    folder = tmp_path / "out" / a["folder"]
+    summary = json.loads((folder / "summary.json").read_text())
+    labels, _ = read_label_map(folder / "labels.nii.gz")
+    np.testing.assert_array_equal((labels == LABEL_IDS["LV"]).sum(axis=(1, 2)), summary["lv_area_px"])
+    html = (tmp_path / "out" / "report.html").read_text()
+    assert f"src='{a['folder']}/overlay.mp4'" in html and "<video" in html
+
+
+def test_overlay_is_h264_that_opencv_decodes(video_folder, tmp_path):
+    items = [r for r in study_inputs(video_folder) if getattr(r, "id", "") == "a"]
+    res = analyze_study(items, ThresholdParcellator(), lv_model(), tmp_path / "out", progress=False)
+    cap = cv2.VideoCapture(str(tmp_path / "out" / res.rows[0]["folder"] / "overlay.mp4"))
+    fourcc = int(cap.get(cv2.CAP_PROP_FOURCC)).to_bytes(4, "little").decode().lower()
+    n = int(cap.get(cv2.CAP_PROP_FRAME_COUNT))
+    ok, frame = cap.read()
+    cap.release()
+    assert fourcc in ("avc1", "h264") and n == 40 and ok and frame.shape[2] == 3
+
+
+def test_resume_after_a_kill(video_folder, tmp_path):
+    items = [r for r in study_inputs(video_folder) if getattr(r, "id", "") in ("a", "sub/b", "flat")]
+    out = tmp_path / "out"
+    with pytest.raises(KeyboardInterrupt):
+        analyze_study(items, ThresholdParcellator(fail_after=1), lv_model(), out, progress=False)
+    done = sorted(p.name for p in (out / "records").iterdir())
+    assert done == ["a"]  # the interrupted record left nothing behind
+    # what a SIGKILL leaves: a temporary sibling whose marker says incomplete, of a process that is gone
+    stale = out / "records" / ".sub_b.tmp-dead"
+    stale.mkdir()
+    (stale / MARKER).write_text(json.dumps({"kind": "analyze-record", "complete": False, "pid": 2**22 + 12345}))
+    again = ThresholdParcellator()
+    res = analyze_study(items, again, lv_model(), out, resume=True, progress=False)
+    assert again.calls == 2 and res.reused == 1 and not stale.exists()
+    assert [r["record"] for r in res.rows] == [r.id for r in items] and all(r["status"] == "ok" for r in res.rows)
+    # other models: nothing is reused
+    other = lv_model()
+    other["LV"].interior_ = np.array([True, True])
+    res = analyze_study(items, ThresholdParcellator(), other, out, resume=True, progress=False)
+    assert res.reused == 0
+
+
+def test_outputs_follow_the_umask(video_folder, tmp_path):
+    items = [r for r in study_inputs(video_folder) if getattr(r, "id", "") == "a"]
+    old = os.umask(0o022)
+    try:
+        analyze_study(items, ThresholdParcellator(), lv_model(), tmp_path / "out", progress=False)
+    finally:
+        os.umask(old)
+    for path in [tmp_path / "out", *(tmp_path / "out").rglob("*")]:
+        mode = stat.S_IMODE(path.stat().st_mode)
+        assert mode == (0o755 if path.is_dir() else 0o644), (path, oct(mode))
+
+
+def test_dataset_input_and_refused_output(tmp_path):
+    echonet = synthesize("echonet", tmp_path / "echonet", seed=3, size="small")
+    items = study_inputs(echonet, split="test")
+    assert items and all(r.split == "test" for r in items)
+    res = analyze_study(items[:2], ThresholdParcellator(), lv_model(), tmp_path / "out", progress=False)
+    assert [r["record"] for r in res.rows] == [r.id for r in items[:2]]
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    from alan.errors import ArtifactError
+
+    with pytest.raises(ArtifactError, match="not an alan output"):
+        analyze_study(items[:1], ThresholdParcellator(), lv_model(), tmp_path / "mine", progress=False)
+    assert (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_label_map_round_trip_nibabel_and_simpleitk(tmp_path):
+    lv = np.zeros((3, 5, 7), bool)
+    la = np.zeros((3, 5, 7), bool)
+    lv[0, 0, 1] = True  # top row, second column of the first frame
+    la[2, 4, 6] = True  # bottom-right of the last frame
+    labels = masks_to_labels({"LV": lv, "LA": la})
+    path = write_label_map(tmp_path / "case", labels, spacing=(0.3, 0.5))
+    assert path.name == "case.nii.gz"
+    back, spacing = read_label_map(path)
+    np.testing.assert_array_equal(back, labels)
+    assert spacing == pytest.approx((0.3, 0.5))
+    img = nib.load(str(path))
+    assert img.shape == (7, 5, 3) and img.header.get_zooms() == pytest.approx((0.5, 0.3, 1.0))
+    assert nib.aff2axcodes(img.affine) == ("R", "A", "S")
+    s = sitk.ReadImage(str(path))
+    np.testing.assert_array_equal(sitk.GetArrayFromImage(s), labels)
+    assert s.GetSpacing() == pytest.approx((0.5, 0.3, 1.0))
+    assert s.GetPixel(1, 0, 0) == LABEL_IDS["LV"] and s.GetPixel(6, 4, 2) == LABEL_IDS["LA"]
+
+
+def test_cycle_warnings():
+    from alan.pipelines.analyze import cycle_warnings
+
+    assert cycle_warnings(np.zeros(10), True) == (["no LV found in any frame: no ED/ES, no EF"], False)
+    warn, usable = cycle_warnings(np.array([100.0, 101, 100, 102, 100]), True)
+    assert not usable and "varies by 2.0%" in warn[0]
+    warn, usable = cycle_warnings(np.array([100.0, 150, 100]), False)
+    assert usable and "no clear cardiac cycle" in warn[0]
+    assert cycle_warnings(np.array([100.0, 150, 100]), True) == ([], True)
