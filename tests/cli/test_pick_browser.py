@@ -244,5 +244,6 @@ def test_segment_eval_and_analyze_take_a_picked_model_unchanged(world, tmp_path,
     video = sorted((data / "Videos").glob("*.avi"))[0]
     res = run_cli("analyze", str(video), *common, "--segment", str(tmp_path / "lv.json"), "--out", str(tmp_path / "an"))
     assert res.returncode == 0, res.stderr
-    summary = json.loads((tmp_path / "an" / "summary.json").read_text())
+    (found,) = (tmp_path / "an").rglob("summary.json")
+    summary = json.loads(found.read_text())
     assert summary["provenance"]["segment"] == {"LV": [2, 5]}
