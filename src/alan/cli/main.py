@@ -26,6 +26,7 @@ app = typer.Typer(
 GROUPS = (
     "synth", "data", "backbone", "probe", "dino", "raptor", "parcels",
     "segment", "views", "analyze", "reproduce", "sscl", "demo",
+    "pick",
 )
 for _name in GROUPS:
     importlib.import_module(f"alan.cli.{_name}").register(app)
