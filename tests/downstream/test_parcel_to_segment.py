@@ -445,3 +445,58 @@ def test_provenance_refusal(tmp_path):
     model.to_json(path)
     with pytest.raises(ArtifactError, match=re.escape(str(path))):
         ParcelToSegment.from_json(path).check_provenance({"backbone_hash": "other"})
+
+
+def test_location_prior_keeps_the_component_where_the_target_usually_is(tmp_path):
+    """Two interior components per frame: 'parcels' keeps the one with more classes, 'prior' the
+    one that lies where the fitting masks were (their mean on a coarse grid), and the prior
+    round-trips through the JSON file."""
+    from alan.downstream.parcel_to_segment import location_prior
+
+    n, size = 6, 32
+    parcels = np.zeros((n, size, size), np.int64)
+    masks = np.zeros((n, size, size), bool)
+    parcels[:, 4:14, 4:14] = 1  # the target, top-left, one class
+    masks[:, 4:14, 4:14] = True
+    parcels[:, 18:30, 18:24] = 1  # a look-alike of the same class bottom-right ...
+    parcels[:, 18:30, 24:30] = 2  # ... with a second interior class beside it
+    masks_fit = masks.copy()
+    masks_fit[:, 18:30, 24:30] = True  # class 2 is interior too (overlaps the truth in fitting)
+    common = dict(n_parcels=3, enclaves=False, closing=False, snake=False, fill=False, hit_rate=0.5, overlap=0.5)
+    by_classes = ParcelToSegment(component_by="parcels", **common).fit(parcels, masks_fit)
+    by_prior = ParcelToSegment(component_by="prior", prior_size=8, **common).fit(parcels, masks)
+    assert set(by_classes.interior_parcels_) >= {1, 2}
+    by_prior.interior_ = by_classes.interior_.copy()  # same K booleans, only the component choice differs
+    kept_classes = by_classes.predict(parcels)
+    kept_prior = by_prior.predict(parcels)
+    assert kept_classes[:, 20, 26].all() and not kept_classes[:, 8, 8].any()
+    assert np.array_equal(kept_prior, masks)
+    # the prior is the masks' mean on the coarse grid (area average), as a direct computation says
+    direct = masks.mean(0).reshape(8, 4, 8, 4).mean((1, 3))
+    assert np.allclose(location_prior(masks, 8), direct, atol=1e-6)
+    path = tmp_path / "lv.json"
+    by_prior.set_params()  # fitted attributes untouched
+    by_prior.provenance_ = {"backbone_hash": "b", "head_hash": "h"}
+    by_prior.to_json(path)
+    back = ParcelToSegment.from_json(path)
+    assert back.component_by == "prior" and np.allclose(back.prior_, by_prior.prior_, atol=1e-3)
+    assert np.array_equal(back.predict(parcels), kept_prior)
+
+
+def test_location_prior_json_is_validated(tmp_path):
+    import json
+
+    from alan.errors import ArtifactError
+
+    parcels = np.zeros((2, 8, 8), np.int64)
+    parcels[:, 2:6, 2:6] = 1
+    model = ParcelToSegment(component_by="prior", prior_size=4, n_parcels=2).fit(parcels, parcels == 1,
+                                                                                 provenance={"backbone_hash": "b",
+                                                                                             "head_hash": "h"})
+    doc = model.to_dict()
+    for bad, why in [({**doc, "location_prior": [[0.5] * 4] * 3}, "square"),
+                     ({**doc, "location_prior": [[2.0] * 4] * 4}, "in \\[0, 1\\]"),
+                     ({k: v for k, v in doc.items() if k != "location_prior"}, "missing")]:
+        (tmp_path / "m.json").write_text(json.dumps(bad))
+        with pytest.raises(ArtifactError, match=why):
+            ParcelToSegment.from_json(tmp_path / "m.json")

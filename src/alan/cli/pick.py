@@ -16,13 +16,18 @@ def pick(
     target: str = typer.Option(None, "--target", help="Segment to pick (LV, LA, ...); default: the model's, else LV."),
     out: Path = typer.Option(None, "--out", help="Where `save` writes the model JSON (the only file written)."),
     host: str = typer.Option("127.0.0.1", "--host", help="Address to serve on (non-loopback: reachable by others)."),
-    port: int = typer.Option(7860, "--port", help="Port to serve on (0: any free port)."),
+    port: int = typer.Option(7860, "--port", min=0, max=65535, help="Port to serve on (0: any free port)."),
     by: str = typer.Option(None, "--by", help="Who picks: written to the saved model as picked_by."),
     format: str = typer.Option("auto", "--format", help="Dataset format (auto detects it)."),
     split: str = typer.Option("all", "--split", help="Split(s) to list, comma-separated, or 'all'."),
-    work_size: int = typer.Option(112, "--work-size", help="Square resolution for parcels (a loaded model's wins)."),
+    work_size: int = typer.Option(112, "--work-size", min=16, help="Square resolution for parcels (a loaded model's wins)."),
 ) -> None:
-    """Open a local web page to define a segment by clicking parcels; `save` writes a `segment fit` model."""
+    """Open a local web page to define a segment by clicking parcels; `save` writes a `segment fit` model.
+
+    Example:
+
+        alan pick data/echonet --target LV --out lv_picked.json --by "Dr. A"
+    """
     from rich.console import Console
 
     from alan.cli._options import select_records

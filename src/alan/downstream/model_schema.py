@@ -24,7 +24,9 @@ from alan.downstream.parcel_to_segment import FORMAT, FORMAT_VERSION
 from alan.records import LABELS
 
 REQUIRED = ("format", "format_version", "target", "n_parcels", "interior_parcels", "provenance")
-OPTIONAL = ("note", "hyperparameters", "stats")
+OPTIONAL = ("note", "hyperparameters", "stats", "location_prior", "source", "picked_at", "picked_by")
+#: Free-text fields (who made the model and how, e.g. ``"source": "picked"`` from `alan pick`).
+TEXT_FIELDS = ("note", "source", "picked_at", "picked_by")
 #: Provenance keys a model must record: the locked artifacts its parcel ids belong to.
 PROVENANCE_REQUIRED = ("backbone_hash", "head_hash")
 
@@ -38,7 +40,8 @@ _HYPER_SPEC: dict[str, tuple[str, Any, Any]] = {
     "n_parcels": ("int?", 1, None),
     "target": ("choice", LABELS, None),
     "largest_component": ("bool", None, None),
-    "component_by": ("choice", ("parcels", "regions"), None),
+    "component_by": ("choice", ("parcels", "regions", "prior"), None),
+    "prior_size": ("int", 1, None),
     "enclaves": ("bool", None, None),
     "enclave_cutoff": ("int?", 0, None),
     "closing": ("bool", None, None),
@@ -180,8 +183,7 @@ def validate_model(doc: Any, hyper_names: Iterable[str] | None = None) -> list[s
         k = None
     if "interior_parcels" in doc and k is not None:
         problems += interior_ids(doc["interior_parcels"], k)[1]
-    if "note" in doc and not isinstance(doc["note"], str):
-        problems.append("note must be a string")
+    problems += [f"{key} must be a string" for key in TEXT_FIELDS if key in doc and not isinstance(doc[key], str)]
 
     names = set(_HYPER_SPEC if hyper_names is None else hyper_names)
     hyper = doc.get("hyperparameters", {})
@@ -218,7 +220,29 @@ def validate_model(doc: Any, hyper_names: Iterable[str] | None = None) -> list[s
                 problems.append(f"provenance.work_size must be an integer >= 1, got {_short(ws)}")
     if "stats" in doc:
         problems += _check_stats(doc["stats"], k)
+    problems += _check_prior(doc, hyper)
     return problems
+
+
+def _check_prior(doc: Mapping[str, Any], hyper: Mapping[str, Any]) -> list[str]:
+    """``location_prior``: a square grid (list of equal-length lists) of numbers in [0, 1], present
+    exactly when ``component_by`` is "prior"."""
+    by_prior = hyper.get("component_by") == "prior"
+    if "location_prior" not in doc:
+        return ["location_prior is missing: component_by 'prior' needs the fitted prior grid"] if by_prior else []
+    grid = doc["location_prior"]
+    if not by_prior:
+        return ["location_prior is given but component_by is not 'prior' (it would be ignored)"]
+    if not isinstance(grid, list) or not grid or not all(isinstance(r, list) for r in grid):
+        return ["location_prior must be a list of rows (a square grid of numbers in [0, 1])"]
+    n = len(grid)
+    if any(len(r) != n for r in grid):
+        return [f"location_prior must be square: {n} rows of {n} numbers"]
+    if not all(_is_number(v) and 0 <= v <= 1 for r in grid for v in r):
+        return ["location_prior entries must be numbers in [0, 1]"]
+    if _is_int(hyper.get("prior_size")) and hyper["prior_size"] != n:
+        return [f"location_prior is {n} x {n} but hyperparameters.prior_size = {hyper['prior_size']}"]
+    return []
 
 
 __all__ = ["FORMAT", "FORMAT_VERSION", "PROVENANCE_REQUIRED", "interior_ids", "validate_model"]

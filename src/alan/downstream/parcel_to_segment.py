@@ -51,9 +51,11 @@ CHUNK = 512  # frames per vectorised pass: bounds memory, keeps the arrays cache
 _PLANE4 = np.zeros((3, 3, 3), dtype=bool)
 _PLANE4[1] = ndimage.generate_binary_structure(2, 1)
 
+#: What "the component" is chosen by (see `ParcelToSegment`).
+COMPONENT_BY = ("parcels", "regions", "prior")
 _HYPER = (
     "overlap", "hit_rate", "presence", "min_region_size", "n_parcels", "target",
-    "largest_component", "component_by", "enclaves", "enclave_cutoff", "closing", "closing_radius",
+    "largest_component", "component_by", "prior_size", "enclaves", "enclave_cutoff", "closing", "closing_radius",
     "snake", "snake_alpha", "snake_beta", "snake_gamma", "snake_max_num_iter", "snake_w_edge",
     "snake_sigma", "fill", "median_radius",
 )
@@ -66,7 +68,10 @@ class ParcelToSegment(BaseEstimator):
     closing_radius=10, snake beta=0.2, gamma=0.01, max_num_iter=10, w_edge=1. `component_by`
     ("parcels") is what "the component containing the most interior parcels" counts: parcels
     are class ids in the paper ("parcels (based on their IDs)") and in the reference code, so
-    distinct interior classes; "regions" counts 4-connected regions. `snake_alpha`
+    distinct interior classes; "regions" counts 4-connected regions; "prior" (beyond the paper)
+    keeps the component with the largest mass of a location prior learnt on the fitting masks
+    (`prior_`, their mean on a `prior_size` x `prior_size` grid, saved in the JSON as
+    ``location_prior``: how often each place lay in the target). `snake_alpha`
     is skimage's default (the paper gives none; the reference code used 0), `snake_sigma`=3 the
     reference's Gaussian on the mask. `min_region_size` (1 = off; the reference used 10) ignores
     smaller regions in the overlap test. `median_radius` (0 = off; the reference used 3) adds
@@ -83,6 +88,7 @@ class ParcelToSegment(BaseEstimator):
         target: str = "LV",
         largest_component: bool = True,
         component_by: str = "parcels",
+        prior_size: int = 16,
         enclaves: bool = True,
         enclave_cutoff: int | None = 8,
         closing: bool = True,
@@ -105,6 +111,7 @@ class ParcelToSegment(BaseEstimator):
         self.target = target
         self.largest_component = largest_component
         self.component_by = component_by
+        self.prior_size = prior_size
         self.enclaves = enclaves
         self.enclave_cutoff = enclave_cutoff
         self.closing = closing
@@ -159,6 +166,10 @@ class ParcelToSegment(BaseEstimator):
             "n_overlapping": n_overlapping,
             "identified": identified,
         }
+        if self.component_by == "prior":
+            if int(self.prior_size) < 1:
+                raise ValueError(f"prior_size must be >= 1, got {self.prior_size}")
+            self.prior_ = location_prior(masks, int(self.prior_size))
         self.provenance_ = dict(provenance or {})
         # diagnostic, not saved to JSON: what the best possible K booleans would be on this fitting set
         self.best_class_set_ = class_set_oracle(parcels, masks)[0]
@@ -177,6 +188,12 @@ class ParcelToSegment(BaseEstimator):
         """The interior parcel ids (the same K booleans as a list)."""
         check_is_fitted(self, "interior_")
         return [int(i) for i in np.flatnonzero(self.interior_)]
+
+    def prior_at(self, shape: tuple[int, int]) -> np.ndarray:
+        """The location prior (`prior_`, the fitting masks' mean on a coarse grid) at `shape`, bilinear."""
+        check_is_fitted(self, "prior_")
+        h, w = shape
+        return cv2.resize(np.asarray(self.prior_, np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
 
     # ------------------------------------------------------------------ predict
     def predict(self, parcel_maps: Any) -> np.ndarray:
@@ -204,13 +221,15 @@ class ParcelToSegment(BaseEstimator):
         if self.largest_component or self.enclaves:
             regions, region_frame = _label_regions(parcels, self.n_parcels_)
         if self.largest_component:
-            if self.component_by not in ("parcels", "regions"):
-                raise ValueError(f"component_by must be 'parcels' or 'regions', got {self.component_by!r}")
-            region_class = None
+            if self.component_by not in COMPONENT_BY:
+                raise ValueError(f"component_by must be one of {COMPONENT_BY}, got {self.component_by!r}")
+            region_class = weight = None
             if self.component_by == "parcels":
                 region_class = np.zeros(len(region_frame), dtype=np.int64)
                 region_class[regions.ravel()] = parcels.ravel()
-            mask = _keep_best_component(mask, regions, region_frame, region_class)
+            elif self.component_by == "prior":
+                weight = self.prior_at(parcels.shape[1:])
+            mask = _keep_best_component(mask, regions, region_frame, region_class, weight)
         if self.enclaves:
             mask = _add_enclaves(mask, regions, len(region_frame), self.enclave_cutoff)
         if self.closing and self.closing_radius > 0:
@@ -271,6 +290,8 @@ class ParcelToSegment(BaseEstimator):
             ),
             "hyperparameters": {name: getattr(self, name) for name in _HYPER},
             "provenance": self.provenance_,
+            **({"location_prior": [[round(float(v), 3) for v in row] for row in self.prior_]}
+               if self.component_by == "prior" else {}),
             "stats": {
                 "n_images": int(stats["n_images"]),
                 "identified": [bool(b) for b in stats["identified"]],
@@ -320,6 +341,8 @@ class ParcelToSegment(BaseEstimator):
         stats = doc.get("stats", {})
         model = cls(**hyper)
         model.n_parcels_ = k
+        if "location_prior" in doc:
+            model.prior_ = np.asarray(doc["location_prior"], dtype=np.float32)
         model.interior_ = np.zeros(k, dtype=bool)
         model.interior_[ids] = True
 
@@ -419,11 +442,19 @@ def _identify(
     return present.sum(0), overlapping.sum(0), class_frac.sum(0)
 
 
+def location_prior(masks: np.ndarray, size: int) -> np.ndarray:
+    """Mean of bool masks (N, H, W) on a size x size grid (area average): how often each place
+    lies in the target in the fitting frames."""
+    mean = np.asarray(masks, dtype=np.float32).mean(axis=0)
+    return cv2.resize(mean, (size, size), interpolation=cv2.INTER_AREA).clip(0, 1)
+
+
 def _keep_best_component(mask: np.ndarray, regions: np.ndarray, region_frame: np.ndarray,
-                         region_class: np.ndarray | None = None) -> np.ndarray:
+                         region_class: np.ndarray | None = None, weight: np.ndarray | None = None) -> np.ndarray:
     """Per frame, keep the 4-connected component of `mask` with the most distinct parcel classes
-    (`region_class` given) or the most regions (tie: larger area, then first in raster order).
-    `mask` is a union of whole regions."""
+    (`region_class` given), the largest sum of a per-pixel `weight` (H, W) (a location prior), or
+    the most regions (tie: larger area, then first in raster order). `mask` is a union of whole
+    regions."""
     comp, n_comp = ndimage.label(mask, structure=_PLANE4)
     if n_comp <= 1:
         return mask
@@ -437,6 +468,8 @@ def _keep_best_component(mask: np.ndarray, regions: np.ndarray, region_frame: np
         k = int(region_class.max()) + 1
         pairs = np.unique(comp_of_region[inner] * k + region_class[inner])  # distinct (component, class)
         n_regions = np.bincount(pairs // k, minlength=n_comp + 1)
+    if weight is not None:
+        n_regions = np.bincount(comp.ravel(), weights=np.broadcast_to(weight, comp.shape).ravel(), minlength=n_comp + 1)
     n_regions[0] = 0
     area = np.bincount(comp.ravel(), minlength=n_comp + 1)
     comp_frame = np.full(n_comp + 1, -1, dtype=np.int64)
