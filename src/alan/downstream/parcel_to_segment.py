@@ -42,7 +42,7 @@ from skimage.segmentation import active_contour
 
 from alan.artifacts import atomic_write_json
 from alan.downstream import check_provenance
-from alan.downstream.snake import active_contours, fill_polygons
+from alan.downstream.snake import active_contours, boundary_cycles, fill_polygons, gaussian_stack
 from alan.errors import ArtifactError
 
 FORMAT = "alan.parcel_to_segment"
@@ -241,15 +241,13 @@ class ParcelToSegment(BaseEstimator):
             return out
         if min(mask.shape[1:]) < 3:  # no quadratic spline on the frame: nothing for a snake to follow
             return mask.copy()
-        smooth = ndimage.gaussian_filter(
+        if self.snake_method == "batched":
+            out[frames] = self._snake_batched(mask[frames], gaussian_stack(mask[frames], self.snake_sigma))
+            return out
+        smooth = np.zeros(mask.shape, dtype=np.float32)
+        smooth[frames] = ndimage.gaussian_filter(
             mask[frames].astype(np.float32), sigma=(0, self.snake_sigma, self.snake_sigma), mode="nearest", truncate=4.0
         )
-        if self.snake_method == "batched":
-            out[frames] = self._snake_batched(mask[frames], smooth)
-            return out
-        full = np.zeros(mask.shape, dtype=np.float32)
-        full[frames] = smooth
-        smooth = full
         comp, _ = ndimage.label(mask, structure=_PLANE4)
         for i, sl in enumerate(ndimage.find_objects(comp), start=1):
             f = sl[0].start
@@ -262,18 +260,12 @@ class ParcelToSegment(BaseEstimator):
 
     def _snake_batched(self, mask: np.ndarray, smooth: np.ndarray) -> np.ndarray:
         """The snake step on frames that all hold a mask: every component's snake at once."""
-        contours, frame, label = outer_contours(mask)
-        ok = np.array([len(c) >= 4 for c in contours], dtype=bool)
+        contours, frame, _ = boundary_cycles(mask)
         fitted = active_contours(
-            smooth, [c for c, good in zip(contours, ok) if good], frame[ok], alpha=self.snake_alpha,
-            beta=self.snake_beta, gamma=self.snake_gamma, w_edge=self.snake_w_edge,
-            max_num_iter=self.snake_max_num_iter,
+            smooth, contours, frame, alpha=self.snake_alpha, beta=self.snake_beta, gamma=self.snake_gamma,
+            w_edge=self.snake_w_edge, max_num_iter=self.snake_max_num_iter,
         )
-        out = fill_polygons(fitted, frame[ok], mask.shape)
-        if not ok.all():  # a component too small for a snake stays as it is
-            comp, _ = ndimage.label(mask, structure=_PLANE4)
-            out |= np.isin(comp, label[~ok])
-        return out
+        return fill_polygons(fitted, frame, mask.shape)
 
     # ------------------------------------------------------------------ persistence
     def check_provenance(self, provenance: Mapping[str, Any] | None) -> None:
@@ -582,44 +574,6 @@ def outer_contour(component: np.ndarray) -> np.ndarray:
     contours = measure.find_contours(np.pad(component, 1).astype(np.float32), 0.5)
     best = max(contours, key=lambda c: abs(_shoelace(c)))
     return best[:-1] - 1.0 if np.allclose(best[0], best[-1]) else best - 1.0
-
-
-def outer_contours(mask: np.ndarray) -> tuple[list[np.ndarray], np.ndarray, np.ndarray]:
-    """`outer_contour` of every 4-connected component of every frame of a bool stack (N,H,W),
-    from one `find_contours` call on the whole stack; returns the contours, the frame of each
-    and its component label (`ndimage.label` of the stack, 4-connected in each frame).
-
-    The frames are stacked into one tall image with a blank row between them and a blank column
-    on each side: marching squares is local, so each frame's contours are those of the frame
-    alone, and with skimage's default fully_connected="low" each contour bounds exactly one
-    4-connected component, so they are those of each component alone too."""
-    n, h, w = mask.shape
-    comp, _ = ndimage.label(mask, structure=_PLANE4)
-    tall = np.zeros((n, h + 1, w + 2), dtype=np.float32)
-    tall[:, 1:, 1:-1] = mask
-    tall = np.concatenate([tall.reshape(n * (h + 1), w + 2), np.zeros((1, w + 2), np.float32)])
-    padded = np.pad(comp, ((0, 0), (1, 1), (1, 1)))  # indexed in tall-image coordinates per frame
-    best: dict[int, tuple[float, np.ndarray, int]] = {}
-    for c in measure.find_contours(tall, 0.5):
-        r0, c0 = c[0]
-        f = int(r0 // (h + 1))
-        r0 -= f * (h + 1)
-        # the first point is the midpoint between a mask pixel and a background pixel
-        if r0 == int(r0):
-            lab = max(padded[f, int(r0), int(np.floor(c0))], padded[f, int(r0), int(np.ceil(c0))])
-        else:
-            lab = max(padded[f, int(np.floor(r0)), int(c0)], padded[f, int(np.ceil(r0)), int(c0)])
-        area = abs(_shoelace(c))
-        if lab not in best or area > best[lab][0]:
-            best[int(lab)] = (area, c, f)
-    labels = np.array(sorted(best), dtype=np.int64)
-    contours, frames = [], np.zeros(len(labels), dtype=np.int64)
-    for i, lab in enumerate(labels):
-        _, c, f = best[int(lab)]
-        c = c[:-1] if np.allclose(c[0], c[-1]) else c
-        contours.append(c - np.array([f * (h + 1) + 1.0, 1.0]))
-        frames[i] = f
-    return contours, frames, labels
 
 
 def snake_mask(
