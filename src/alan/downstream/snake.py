@@ -113,19 +113,20 @@ class EdgeSpline:
         c = np.matmul(c.reshape(n * h, w), _collocation_inverse(w).T).reshape(n, h, w)  # along columns
         self.coef = c  # (N, H, W)
         self._flat = c.ravel()
+        self._offsets = np.arange(3)[:, None] * w + np.arange(3)
 
-    def gradient(self, frames: np.ndarray, rows: np.ndarray, cols: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(d/d row, d/d col) of frame `frames[p]`'s spline at (rows[p], cols[p]), points outside
-        the grid clamped to its edge (as FITPACK evaluates)."""
+    def gradient(self, frames: np.ndarray, points: np.ndarray) -> np.ndarray:
+        """(d/d row, d/d col) (P, 2) of frame `frames[p]`'s spline at `points[p]` (rows, cols),
+        points outside the grid clamped to its edge (as FITPACK evaluates)."""
         h, w = self.shape
-        r0, vr, dr = _basis(np.clip(rows, 0, h - 1), _knots(h))
-        c0, vc, dc = _basis(np.clip(cols, 0, w - 1), _knots(w))
-        corner = (np.asarray(frames) * h + r0) * w + c0
-        block = self._flat[corner[:, None, None] + (np.arange(3)[:, None] * w + np.arange(3))]  # (P, 3, 3)
-        along_c = np.einsum("pab,pb->pa", block, vc)
-        g_r = np.einsum("pa,pa->p", along_c, dr)
-        g_c = np.einsum("pa,pa->p", np.einsum("pab,pb->pa", block, dc), vr)
-        return g_r, g_c
+        r0, vr, dr = _basis(np.clip(points[:, 0], 0, h - 1), _knots(h))
+        c0, vc, dc = _basis(np.clip(points[:, 1], 0, w - 1), _knots(w))
+        corner = (frames * h + r0) * w + c0
+        block = self._flat[corner[:, None, None] + self._offsets]  # (P, 3, 3): rows x cols around the point
+        out = np.empty((len(points), 2))
+        out[:, 0] = np.einsum("pa,pa->p", np.einsum("pab,pb->pa", block, vc), dr)
+        out[:, 1] = np.einsum("pa,pa->p", np.einsum("pab,pb->pa", block, dc), vr)
+        return out
 
 
 def _interleave(lengths: np.ndarray) -> np.ndarray:
@@ -216,31 +217,28 @@ def active_contours(
         raise ValueError("a snake needs at least one point")
     used, frame_of = np.unique(frames, return_inverse=True)
     spline = EdgeSpline(w_edge * sobel_magnitude(images[used]))
-    pts = np.concatenate([np.asarray(s, dtype=np.float64).reshape(-1, 2) for s in snakes])
-    y, x = pts[:, 0].copy(), pts[:, 1].copy()
+    pts = np.concatenate([np.asarray(s, dtype=np.float64).reshape(-1, 2) for s in snakes])  # (P, 2) rows, cols
     snake_of = np.repeat(np.arange(len(snakes)), lengths)
     frame_pt = frame_of[snake_of]
     solver = _BandSolver(lengths, alpha, beta, gamma)
     starts = np.r_[0, np.cumsum(lengths)[:-1]]
     active = np.ones(len(snakes), dtype=bool)
-    xsave = np.empty((_CONVERGENCE_ORDER, len(x)))
-    ysave = np.empty((_CONVERGENCE_ORDER, len(x)))
+    saved = np.empty((_CONVERGENCE_ORDER, *pts.shape))
     for i in range(max_num_iter):
-        fy, fx = spline.gradient(frame_pt, y, x)
-        new = solver.solve(np.stack([gamma * x + fx, gamma * y + fy], axis=1))
-        moving = active[snake_of]
-        x += np.where(moving, max_px_move * np.tanh(new[:, 0] - x), 0.0)
-        y += np.where(moving, max_px_move * np.tanh(new[:, 1] - y), 0.0)
+        step = max_px_move * np.tanh(solver.solve(gamma * pts + spline.gradient(frame_pt, pts)) - pts)
+        if not active.all():
+            step[~active[snake_of]] = 0.0
+        pts += step
         j = i % (_CONVERGENCE_ORDER + 1)
         if j < _CONVERGENCE_ORDER:
-            xsave[j], ysave[j] = x, y
+            saved[j] = pts
         else:
-            step = np.abs(xsave - x) + np.abs(ysave - y)  # (10, P)
-            dist = np.maximum.reduceat(step, starts, axis=1).min(0)
+            moved = np.abs(saved - pts).sum(2)  # (10, P): |dx| + |dy| against each saved state
+            dist = np.maximum.reduceat(moved, starts, axis=1).min(0)
             active &= ~(dist < convergence)
             if not active.any():
                 break
-    return np.split(np.stack([y, x], axis=1), starts[1:])
+    return np.split(pts, starts[1:])
 
 
 def fill_polygons(polygons: list[np.ndarray], frames: np.ndarray, shape: tuple[int, int, int]) -> np.ndarray:
