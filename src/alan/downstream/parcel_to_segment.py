@@ -48,6 +48,7 @@ from alan.errors import ArtifactError
 FORMAT = "alan.parcel_to_segment"
 FORMAT_VERSION = 1
 CHUNK = 512  # frames per vectorised pass: bounds memory, keeps the arrays cache-sized
+SNAKE_BATCH = 64  # frames per batched snake system (measured: 0.50 ms/frame at 64, 0.61 at 384)
 
 # 4-connectivity inside each frame, nothing across frames.
 _PLANE4 = np.zeros((3, 3, 3), dtype=bool)
@@ -242,7 +243,9 @@ class ParcelToSegment(BaseEstimator):
         if min(mask.shape[1:]) < 3:  # no quadratic spline on the frame: nothing for a snake to follow
             return mask.copy()
         if self.snake_method == "batched":
-            out[frames] = self._snake_batched(mask[frames], gaussian_stack(mask[frames], self.snake_sigma))
+            for start in range(0, len(frames), SNAKE_BATCH):
+                sel = frames[start : start + SNAKE_BATCH]
+                out[sel] = self._snake_batched(mask[sel], gaussian_stack(mask[sel], self.snake_sigma))
             return out
         smooth = np.zeros(mask.shape, dtype=np.float32)
         smooth[frames] = ndimage.gaussian_filter(
