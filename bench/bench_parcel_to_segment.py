@@ -27,6 +27,7 @@ from collections import defaultdict, deque
 import numpy as np
 from scipy import ndimage
 from skimage import measure, morphology
+from sklearn.base import clone
 
 from alan.downstream import ParcelToSegment
 from alan.downstream import parcel_to_segment as p2s
@@ -229,24 +230,36 @@ def resample(points: np.ndarray, n: int) -> np.ndarray:
 
 def snake_section(model: ParcelToSegment, parcels: np.ndarray, masks: np.ndarray, batch: int) -> None:
     n = len(parcels)
-    base = model.set_params(snake=True, snake_method="skimage")
-    t_base = timeit(lambda: base.predict(parcels), repeat=1)
-    ref = base.predict(parcels)
-    ours_model = model.set_params(snake=True, snake_method="batched")
-    t_ours = timeit(lambda: ours_model.predict(parcels))
-    ours = ours_model.predict(parcels)
-    t_nosnake = timeit(lambda: model.set_params(snake=False).predict(parcels))
-    model.set_params(snake=True, snake_method="batched")
+    base = clone(model).set_params(snake=True, snake_method="skimage")
+    ours_model = clone(model).set_params(snake=True, snake_method="batched")
+    bare = clone(model).set_params(snake=False)
+    for m in (base, ours_model, bare):
+        m.n_parcels_, m.interior_ = model.n_parcels_, model.interior_
+    ref, ours = base.predict(parcels), ours_model.predict(parcels)
+    bare.predict(parcels)
+    wall: dict[str, list[float]] = defaultdict(list)
+    cpu: dict[str, list[float]] = defaultdict(list)
+    for _ in range(3):  # interleaved, so that a change of load on a shared machine hits all alike
+        for name, m in (("base", base), ("ours", ours_model), ("bare", bare)):
+            t0, c0 = time.perf_counter(), time.process_time()
+            m.predict(parcels)
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    t_base, t_ours, t_nosnake = (statistics.median(wall[k]) for k in ("base", "ours", "bare"))
+    c_base, c_ours = statistics.median(cpu["base"]), statistics.median(cpu["ours"])
     d_base, d_ours = dice(ref, masks).mean(), dice(ours, masks).mean()
     print()
-    print(f"Snake, every post-processing step on ({n} frames in one predict call):")
-    print(f"  baseline, skimage active_contour per component (snake_method='skimage'): {n / t_base:8.1f} frames/s")
-    print(f"  ours, batched snake (default):                                          {n / t_ours:8.1f} frames/s")
-    print(f"  ratio ours / baseline: {t_base / t_ours:.1f}x;  without the snake: {n / t_nosnake:.0f} frames/s")
+    print(f"Snake, every post-processing step on ({n} frames in one predict call; median of 3, interleaved; "
+          f"load average {os.getloadavg()[0]:.1f}):")
+    print(f"  {'':52s} {'frames/s':>9s} {'(CPU time)':>11s}")
+    print(f"  {'baseline: skimage active_contour per component':52s} {n / t_base:9.1f} {n / c_base:11.1f}")
+    print(f"  {'ours: batched snake (default)':52s} {n / t_ours:9.1f} {n / c_ours:11.1f}")
+    print(f"  ratio ours / baseline: {t_base / t_ours:.1f}x (CPU time {c_base / c_ours:.1f}x); "
+          f"without the snake: {n / t_nosnake:.0f} frames/s")
     print(f"  DICE vs truth: baseline {d_base:.4f}, ours {d_ours:.4f} (difference {d_ours - d_base:+.5f}); "
           f"pixels that differ: {int((ours != ref).sum())} of {ref.size}")
 
-    split, total = stage_split(model, parcels, batch)
+    split, total = stage_split(ours_model, parcels, batch)
     print(f"\n  per-stage split of our predict (batches of {batch} frames, {n / total:.0f} frames/s here):")
     for label, sec in sorted(split.items(), key=lambda kv: -kv[1]):
         print(f"    {label:34s} {1e3 * sec / n:7.3f} ms/frame  {100 * sec / total:5.1f} %")
