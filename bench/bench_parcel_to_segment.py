@@ -96,7 +96,8 @@ def loop_predict_frame(p, interior, cutoff=8, radius=10, snake=False):
     if not mask.any():
         return mask
     comp, n = ndimage.label(mask, structure=CROSS)
-    best = max(range(1, n + 1), key=lambda i: (len(np.unique(regions[comp == i])), int((comp == i).sum()), -i))
+    # the component with the most distinct interior classes (component_by="parcels"), then the largest
+    best = max(range(1, n + 1), key=lambda i: (len(np.unique(p[comp == i])), int((comp == i).sum()), -i))
     mask = comp == best
     bg, n = ndimage.label(~mask, structure=CROSS)
     edge = set(np.unique(np.r_[bg[0], bg[-1], bg[:, 0], bg[:, -1]]).tolist())
@@ -143,7 +144,7 @@ def graph_predict_frame(p, interior, cutoff=8, radius=10, snake=False):
     if not comps:
         return np.zeros(p.shape, bool)
     first = {id(c): min(np.flatnonzero(np.logical_or.reduce([masks[u] for u in c]).ravel())) for c in comps}
-    best = max(comps, key=lambda c: (len(c), sum(int(masks[u].sum()) for u in c), -first[id(c)]))
+    best = max(comps, key=lambda c: (len({cls[u] for u in c}), sum(int(masks[u].sum()) for u in c), -first[id(c)]))
     chosen = set(best)
     # enclaves: groups of the remaining regions, by BFS, bordered only by chosen regions and not the edge
     seen = set(chosen)
