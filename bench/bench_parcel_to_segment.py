@@ -26,7 +26,7 @@ from collections import defaultdict, deque
 
 import numpy as np
 from scipy import ndimage
-from skimage import measure, morphology
+from skimage import morphology
 from sklearn.base import clone
 
 from alan.downstream import ParcelToSegment
