@@ -302,6 +302,14 @@ def test_batched_snake_gives_the_masks_of_skimages_snake(monkeypatch):
         fast.set_params(snake=True, snake_method="fast").predict(parcels)
 
 
+def test_snake_leaves_frames_too_small_for_its_spline_as_they_are():
+    p = np.zeros((2, 2, 6), int)
+    p[:, :, 1:4] = 1
+    for method in p2s.SNAKE_METHODS:
+        out = fitted([1], 2, **{**OFF, "snake": True, "snake_method": method}).predict(p)
+        np.testing.assert_array_equal(out, p == 1)
+
+
 def test_snake_method_is_saved_and_old_files_load_the_default(tmp_path):
     model, parcels = small_fit(snake_method="skimage")
     path = tmp_path / "lv.json"
