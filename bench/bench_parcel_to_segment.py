@@ -1,12 +1,19 @@
-"""Parcel-to-segment throughput on 112x112 parcel maps with K=64 (METHODS D).
+"""Parcel-to-segment throughput on 112x112 parcel maps with K=64.
 
 Ours (whole-stack labelling + bincount statistics) against two baselines measured in the same
 run on the same data: (1) a straightforward per-frame Python loop of the same rules
 (per-class skimage/scipy labelling, per-region loops), (2) a per-frame region-adjacency loop
 like the reference code (dilate every region, test it against every other region, walk the
 graph for enclaves; plain Python instead of networkx). Both baselines' masks are checked to
-equal ours. Reference anchors from METHODS D: 82 frames/s identification, 4.8 frames/s
-inference (with snake). Run: OMP_NUM_THREADS=1 .venv/bin/python bench/bench_parcel_to_segment.py
+equal ours. Reference anchors: 82 frames/s identification, 4.8 frames/s inference (with snake).
+
+Then the snake, every post-processing step on: the baseline is predict with
+snake_method="skimage" (skimage's active_contour per component, started on the full contour),
+ours the default batched snake; frames/s of both and the ratio, DICE against the truth of both,
+the per-stage split of our predict, and the ideas measured one by one (all frames at once vs
+one snake system per component, a start contour resampled to a fixed number of points,
+skipping frames whose mask repeats, the banded factorisation vs skimage's dense inverses).
+Run: OMP_NUM_THREADS=1 .venv/bin/python bench/bench_parcel_to_segment.py
 """
 
 from __future__ import annotations
@@ -15,14 +22,18 @@ import argparse
 import os
 import statistics
 import time
-from collections import deque
+from collections import defaultdict, deque
 
 import numpy as np
 from scipy import ndimage
-from skimage import measure, morphology
+from skimage import morphology
+from sklearn.base import clone
 
 from alan.downstream import ParcelToSegment
+from alan.downstream import parcel_to_segment as p2s
+from alan.downstream import snake as sn
 from alan.downstream.parcel_to_segment import snake_mask
+from alan.metrics import dice
 
 K, SIZE = 64, 112
 CROSS = ndimage.generate_binary_structure(2, 1)
@@ -85,7 +96,8 @@ def loop_predict_frame(p, interior, cutoff=8, radius=10, snake=False):
     if not mask.any():
         return mask
     comp, n = ndimage.label(mask, structure=CROSS)
-    best = max(range(1, n + 1), key=lambda i: (len(np.unique(regions[comp == i])), int((comp == i).sum()), -i))
+    # the component with the most distinct interior classes (component_by="parcels"), then the largest
+    best = max(range(1, n + 1), key=lambda i: (len(np.unique(p[comp == i])), int((comp == i).sum()), -i))
     mask = comp == best
     bg, n = ndimage.label(~mask, structure=CROSS)
     edge = set(np.unique(np.r_[bg[0], bg[-1], bg[:, 0], bg[:, -1]]).tolist())
@@ -132,7 +144,7 @@ def graph_predict_frame(p, interior, cutoff=8, radius=10, snake=False):
     if not comps:
         return np.zeros(p.shape, bool)
     first = {id(c): min(np.flatnonzero(np.logical_or.reduce([masks[u] for u in c]).ravel())) for c in comps}
-    best = max(comps, key=lambda c: (len(c), sum(int(masks[u].sum()) for u in c), -first[id(c)]))
+    best = max(comps, key=lambda c: (len({cls[u] for u in c}), sum(int(masks[u].sum()) for u in c), -first[id(c)]))
     chosen = set(best)
     # enclaves: groups of the remaining regions, by BFS, bordered only by chosen regions and not the edge
     seen = set(chosen)
@@ -163,11 +175,141 @@ def graph_predict_frame(p, interior, cutoff=8, radius=10, snake=False):
     return ndimage.binary_fill_holes(mask)
 
 
+# ------------------------------------------------------------------ the snake: baseline vs ours
+STAGES = [  # (module, function, stage name) wrapped with a timer for the per-stage split
+    (p2s, "_label_regions", "regions (labelling)"),
+    (p2s, "_keep_best_component", "best component"),
+    (p2s, "_add_enclaves", "enclaves"),
+    (p2s, "binary_closing_disk", "closing"),
+    (p2s, "gaussian_stack", "snake: Gaussian of the mask"),
+    (p2s, "boundary_cycles", "snake: start contours"),
+    (sn, "sobel_magnitude", "snake: Sobel energy"),
+    (sn, "EdgeSpline", "snake: energy spline"),
+    (sn, "_BandSolver", "snake: banded factorisation"),
+    (p2s, "fill_polygons", "snake: polygon fill"),
+    (p2s, "fill_holes", "fill holes"),
+]
+
+
+def stage_split(model: ParcelToSegment, parcels: np.ndarray, batch: int) -> tuple[dict[str, float], float]:
+    """Seconds per stage (and in total) of model.predict on `parcels` in batches of `batch`."""
+    acc: dict[str, float] = defaultdict(float)
+    saved = []
+    for mod, name, label in STAGES + [(p2s, "active_contours", "snake total")]:
+        fn = getattr(mod, name)
+        saved.append((mod, name, fn))
+
+        def timed(*a, _fn=fn, _label=label, **k):
+            t0 = time.perf_counter()
+            out = _fn(*a, **k)
+            acc[_label] += time.perf_counter() - t0
+            return out
+
+        setattr(mod, name, timed)
+    try:
+        model.predict(parcels[:batch])
+        acc.clear()
+        t0 = time.perf_counter()
+        for i in range(0, len(parcels), batch):
+            model.predict(parcels[i : i + batch])
+        total = time.perf_counter() - t0
+    finally:
+        for mod, name, fn in saved:
+            setattr(mod, name, fn)
+    inner = acc["snake: Sobel energy"] + acc["snake: energy spline"] + acc["snake: banded factorisation"]
+    acc["snake: iterations"] = acc.pop("snake total") - inner
+    return dict(acc), total
+
+
+def resample(points: np.ndarray, n: int) -> np.ndarray:
+    """A closed contour resampled to `n` points evenly spaced along its length."""
+    q = np.vstack([points, points[:1]])
+    s = np.r_[0, np.cumsum(np.hypot(*np.diff(q, axis=0).T))]
+    t = np.linspace(0, s[-1], n, endpoint=False)
+    return np.stack([np.interp(t, s, q[:, 0]), np.interp(t, s, q[:, 1])], axis=1)
+
+
+def snake_section(model: ParcelToSegment, parcels: np.ndarray, masks: np.ndarray, batch: int) -> None:
+    n = len(parcels)
+    base = clone(model).set_params(snake=True, snake_method="skimage")
+    ours_model = clone(model).set_params(snake=True, snake_method="batched")
+    bare = clone(model).set_params(snake=False)
+    for m in (base, ours_model, bare):
+        m.n_parcels_, m.interior_ = model.n_parcels_, model.interior_
+    ref, ours = base.predict(parcels), ours_model.predict(parcels)
+    bare.predict(parcels)
+    wall: dict[str, list[float]] = defaultdict(list)
+    cpu: dict[str, list[float]] = defaultdict(list)
+    for _ in range(3):  # interleaved, so that a change of load on a shared machine hits all alike
+        for name, m in (("base", base), ("ours", ours_model), ("bare", bare)):
+            t0, c0 = time.perf_counter(), time.process_time()
+            m.predict(parcels)
+            wall[name].append(time.perf_counter() - t0)
+            cpu[name].append(time.process_time() - c0)
+    t_base, t_ours, t_nosnake = (statistics.median(wall[k]) for k in ("base", "ours", "bare"))
+    c_base, c_ours = statistics.median(cpu["base"]), statistics.median(cpu["ours"])
+    d_base, d_ours = dice(ref, masks).mean(), dice(ours, masks).mean()
+    print()
+    print(f"Snake, every post-processing step on ({n} frames in one predict call; median of 3, interleaved; "
+          f"load average {os.getloadavg()[0]:.1f}):")
+    print(f"  {'':52s} {'frames/s':>9s} {'(CPU time)':>11s}")
+    print(f"  {'baseline: skimage active_contour per component':52s} {n / t_base:9.1f} {n / c_base:11.1f}")
+    print(f"  {'ours: batched snake (default)':52s} {n / t_ours:9.1f} {n / c_ours:11.1f}")
+    print(f"  ratio ours / baseline: {t_base / t_ours:.1f}x (CPU time {c_base / c_ours:.1f}x); "
+          f"without the snake: {n / t_nosnake:.0f} frames/s")
+    print(f"  DICE vs truth: baseline {d_base:.4f}, ours {d_ours:.4f} (difference {d_ours - d_base:+.5f}); "
+          f"pixels that differ: {int((ours != ref).sum())} of {ref.size}")
+
+    split, total = stage_split(ours_model, parcels, batch)
+    print(f"\n  per-stage split of our predict (batches of {batch} frames, {n / total:.0f} frames/s here):")
+    for label, sec in sorted(split.items(), key=lambda kv: -kv[1]):
+        print(f"    {label:34s} {1e3 * sec / n:7.3f} ms/frame  {100 * sec / total:5.1f} %")
+    rest = total - sum(split.values())
+    print(f"    {'other (interior lookup, glue)':34s} {1e3 * rest / n:7.3f} ms/frame  {100 * rest / total:5.1f} %")
+
+    # the ideas, one by one, on the closed masks of the same frames
+    closed = model.set_params(snake=False, fill=False).predict(parcels)
+    model.set_params(snake=True, fill=True)
+    smooth = sn.gaussian_stack(closed, model.snake_sigma)
+    polys, frames, _ = sn.boundary_cycles(closed)
+    kw = dict(alpha=model.snake_alpha, beta=model.snake_beta, gamma=model.snake_gamma, w_edge=model.snake_w_edge,
+              max_num_iter=model.snake_max_num_iter)
+    full = p2s.fill_holes(sn.fill_polygons(sn.active_contours(smooth, polys, frames, **kw), frames, closed.shape))
+    t_all = timeit(lambda: sn.active_contours(smooth, polys, frames, **kw))
+    t_each = timeit(lambda: [sn.active_contours(smooth[f : f + 1], [p], [0], **kw) for p, f in zip(polys, frames)],
+                    repeat=1)
+    lengths = [len(p) for p in polys]
+    print(f"\n  ideas, measured on the same {n} frames ({len(polys)} snakes, {np.mean(lengths):.0f} points on average "
+          f"on the full contour):")
+    print(f"    all snakes of a stack as one system: {1e3 * t_all / n:.3f} ms/frame; one system per snake: "
+          f"{1e3 * t_each / n:.3f} ms/frame ({t_each / t_all:.1f}x)")
+    sizes = sorted(set(lengths))
+    t_inv = timeit(lambda: [np.linalg.inv(np.eye(m) * 2.0 + np.eye(m, k=1)) for m in lengths], repeat=1)
+    t_band = timeit(lambda: sn._BandSolver(np.asarray(lengths), model.snake_alpha, model.snake_beta, model.snake_gamma))
+    print(f"    skimage's dense n x n inverse per snake: {1e3 * t_inv / n:.3f} ms/frame; one banded Cholesky of "
+          f"all snakes: {1e3 * t_band / n:.3f} ms/frame ({len(sizes)} distinct point counts; a cache per count "
+          f"would save at most the latter)")
+    for pts in (64, 128, 160):
+        init = [resample(p, pts) for p in polys]
+        t_r = timeit(lambda: sn.active_contours(smooth, init, frames, **kw))
+        m_r = p2s.fill_holes(sn.fill_polygons(sn.active_contours(smooth, init, frames, **kw), frames, closed.shape))
+        print(f"    start resampled to {pts:3d} points: snake {1e3 * t_r / n:.3f} ms/frame (full contour "
+              f"{1e3 * t_all / n:.3f}); DICE vs truth {dice(m_r, masks).mean() - dice(full, masks).mean():+.4f}, "
+              f"DICE vs the full-contour masks {dice(m_r, full).mean():.4f}")
+    packed = np.packbits(closed.reshape(n, -1), axis=1)
+    repeats = n - len(np.unique(packed, axis=0))
+    t_pack = timeit(lambda: np.unique(np.packbits(closed.reshape(n, -1), axis=1), axis=0, return_inverse=True))
+    print(f"    skipping frames whose closed mask repeats an earlier one: {repeats} of {n} frames repeat here; "
+          f"finding them costs {1e3 * t_pack / n:.3f} ms/frame")
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--frames", type=int, default=512, help="frames for our fit/predict")
     ap.add_argument("--loop-frames", type=int, default=32, help="frames for the per-frame loop baseline")
     ap.add_argument("--graph-frames", type=int, default=4, help="frames for the region-graph baseline")
+    ap.add_argument("--snake-frames", type=int, default=240, help="frames for the snake baseline vs ours")
+    ap.add_argument("--batch", type=int, default=48, help="frames per predict call in the per-stage split")
     args = ap.parse_args()
 
     parcels, masks = make_data(args.frames)
@@ -217,11 +359,14 @@ def main() -> None:
           f"{fps['pred'] / fps['loop']:9.1f}x {fps['pred'] / fps['graph']:10.0f}x")
     print(f"{'inference, with snake':44s} {fps['pred_snake']:9.1f} {fps['loop_snake']:9.1f} {fps['graph_snake']:9.2f} "
           f"{fps['pred_snake'] / fps['loop_snake']:9.1f}x {fps['pred_snake'] / fps['graph_snake']:10.0f}x")
-    print(f"snake (skimage active_contour, per frame): {snake_ms:.1f} ms/frame of the "
-          f"{1e3 / fps['pred_snake']:.1f} ms/frame total")
-    print(f"vs METHODS D reference anchors: identification {fps['fit'] / REF_FIT_FPS:.0f}x "
+    print(f"snake (batched): {snake_ms:.2f} ms/frame of the {1e3 / fps['pred_snake']:.2f} ms/frame total "
+          f"(the loop and graph baselines use skimage's active_contour per component)")
+    print(f"vs the reference anchors: identification {fps['fit'] / REF_FIT_FPS:.0f}x "
           f"({REF_FIT_FPS} frames/s), inference with snake {fps['pred_snake'] / REF_PREDICT_FPS:.0f}x "
           f"({REF_PREDICT_FPS} frames/s), without snake {fps['pred'] / REF_PREDICT_FPS:.0f}x")
+
+    ns = min(args.snake_frames, n)
+    snake_section(model, parcels[:ns], masks[:ns], args.batch)
 
 
 if __name__ == "__main__":

@@ -43,6 +43,27 @@ def test_other_temperature_and_chunking():
     np.testing.assert_allclose(chunked, full, atol=1e-6)
 
 
+def test_chunk_follows_bank_size_and_free_memory(monkeypatch):
+    from alan.downstream import knn
+
+    big = 1 << 40
+    assert knn.auto_chunk(100_000, 1000, available=big) == knn._SIM_BUDGET // 100_000  # the similarity budget
+    assert knn.auto_chunk(1000, 50, available=big) == 50  # never more than the queries
+    assert knn.auto_chunk(10_000_000, 5, available=big) == 3
+    assert knn.auto_chunk(100_000, 1000, available=64 << 20) == (64 << 20) // 16 // 100_000  # a quarter of free memory
+    assert knn.auto_chunk(100_000, 1000, available=0) == 1
+    assert knn.available_memory() is None or knn.available_memory() > 0
+    # tiny free memory: many small chunks, the same scores as the oracle
+    monkeypatch.setattr(knn, "available_memory", lambda: 300 * 4 * 4 * 3)  # 3 queries per chunk on a 300 bank
+    x, y, q = data(seed=2)
+    seen = []
+    real_mm = torch.mm
+    monkeypatch.setattr(torch, "mm", lambda a, b, **kw: seen.append(len(a)) or real_mm(a, b, **kw))
+    ours = WeightedKNN(k=5).fit(x, y).predict_proba(q)
+    assert max(seen) == 3 and sum(seen) == len(q)
+    np.testing.assert_allclose(ours, oracle(x, y, q, 5), atol=2e-5)
+
+
 def test_small_cases_string_labels_and_k_beyond_bank():
     x, y, q = data(n_bank=6, n_query=1, n_classes=2, seed=2)
     names = np.array(["A2C", "PLAX"])[y]

@@ -259,12 +259,13 @@ def test_snake_smooths_a_jagged_boundary_and_keeps_a_smooth_one():
     np.testing.assert_array_equal(fitted([1], 2, **OFF).predict(jag.astype(int)), jag)
 
 
-def test_snake_is_skimage_active_contour_on_the_smoothed_mask():
+@pytest.mark.parametrize("method", p2s.SNAKE_METHODS)
+def test_snake_is_skimage_active_contour_on_the_smoothed_mask(method):
     from skimage.draw import polygon
     from skimage.filters import gaussian
     from skimage.segmentation import active_contour
 
-    model = fitted([1], 2, **{**OFF, "snake": True})
+    model = fitted([1], 2, **{**OFF, "snake": True, "snake_method": method})
     edge = np.zeros((80, 80), bool)
     edge[:55] = jagged_disk()[25:]  # cut by the top edge of the image
     for mask in (jagged_disk(), edge):
@@ -277,6 +278,50 @@ def test_snake_is_skimage_active_contour_on_the_smoothed_mask():
         ours = model.predict(mask.astype(int))
         assert (ours != ref).sum() <= 2
         assert (ours != mask).sum() > 20  # the snake did move
+
+
+def test_batched_snake_gives_the_masks_of_skimages_snake(monkeypatch):
+    """The default snake (all components of a stack in one system) against the reference
+    (skimage's active_contour per component) on blobby maps with several components per frame,
+    frames without any, and components cut by the image edge; also across chunks."""
+    monkeypatch.setattr(p2s, "CHUNK", 7)
+    parcels = blobby(16, size=64, k=12, low=6, seed=6)
+    parcels[3] = 11  # a frame without interior parcels
+    truth = np.stack([ellipse(64, 64, 30 + i % 5, 32, 20, 14) for i in range(16)])
+    fast = fitted([0, 3, 5, 7], 12, closing_radius=3, largest_component=False)
+    ref = fast.set_params(snake_method="skimage").predict(parcels)
+    ours = fast.set_params(snake_method="batched").predict(parcels)
+    assert not ours[3].any()
+    assert (ours != ref).sum() <= 0.0005 * ref.size  # rounding may flip a pixel on a polygon edge
+    assert abs(dice(ours, truth).mean() - dice(ref, truth).mean()) < 0.005
+    closed = fast.set_params(snake=False).predict(parcels)
+    assert (ours != closed).sum() > 100  # the snake did move
+    n_comp = [ndimage.label(f, structure=CROSS)[1] for f in closed]
+    assert max(n_comp) > 1 and any(closed[:, 0].any(1))  # several components, some at the edge
+    with pytest.raises(ValueError, match="snake_method"):
+        fast.set_params(snake=True, snake_method="fast").predict(parcels)
+
+
+def test_snake_leaves_frames_too_small_for_its_spline_as_they_are():
+    p = np.zeros((2, 2, 6), int)
+    p[:, :, 1:4] = 1
+    for method in p2s.SNAKE_METHODS:
+        out = fitted([1], 2, **{**OFF, "snake": True, "snake_method": method}).predict(p)
+        np.testing.assert_array_equal(out, p == 1)
+
+
+def test_snake_method_is_saved_and_old_files_load_the_default(tmp_path):
+    model, parcels = small_fit(snake_method="skimage")
+    path = tmp_path / "lv.json"
+    model.to_json(path)
+    doc = json.loads(path.read_text())
+    assert doc["hyperparameters"]["snake_method"] == "skimage"
+    assert ParcelToSegment.from_json(path).snake_method == "skimage"
+    del doc["hyperparameters"]["snake_method"]  # a file written before the option
+    path.write_text(json.dumps(doc))
+    loaded = ParcelToSegment.from_json(path)
+    assert loaded.snake_method == "batched"
+    np.testing.assert_array_equal(loaded.predict(parcels), model.predict(parcels))
 
 
 def test_fill_and_median_switches():

@@ -15,11 +15,12 @@ distinct interior classes (`component_by="parcels"`; "regions" counts regions in
 larger area) -> enclaves (holes of that component, i.e. groups of exterior regions bordered only
 by the component and not by the image edge, made of at most `enclave_cutoff` regions) ->
 binary closing with disk(`closing_radius`) -> active contour on each component's outer contour
-(skimage, on the mask smoothed by a Gaussian of `snake_sigma`) filled as a polygon -> holes
+(a Kass snake on the mask smoothed by a Gaussian of `snake_sigma`) filled as a polygon -> holes
 filled. See docs/downstream.md for every interpretation choice.
 
-Everything but the snake runs on whole stacks at once (labelling with no links across frames,
-bincount statistics); the snake is skimage's and runs per frame.
+Everything runs on whole stacks at once (labelling with no links across frames, bincount
+statistics, one contour tracing and one snake system for all frames, `alan.downstream.snake`);
+`snake_method="skimage"` runs skimage's `active_contour` per component instead (the reference).
 """
 
 from __future__ import annotations
@@ -41,11 +42,13 @@ from skimage.segmentation import active_contour
 
 from alan.artifacts import atomic_write_json
 from alan.downstream import check_provenance
+from alan.downstream.snake import active_contours, boundary_cycles, fill_polygons, gaussian_stack
 from alan.errors import ArtifactError
 
 FORMAT = "alan.parcel_to_segment"
 FORMAT_VERSION = 1
 CHUNK = 512  # frames per vectorised pass: bounds memory, keeps the arrays cache-sized
+SNAKE_BATCH = 64  # frames per batched snake system (measured: 0.50 ms/frame at 64, 0.61 at 384)
 
 # 4-connectivity inside each frame, nothing across frames.
 _PLANE4 = np.zeros((3, 3, 3), dtype=bool)
@@ -57,8 +60,9 @@ _HYPER = (
     "overlap", "hit_rate", "presence", "min_region_size", "n_parcels", "target",
     "largest_component", "component_by", "prior_size", "enclaves", "enclave_cutoff", "closing", "closing_radius",
     "snake", "snake_alpha", "snake_beta", "snake_gamma", "snake_max_num_iter", "snake_w_edge",
-    "snake_sigma", "fill", "median_radius",
+    "snake_sigma", "snake_method", "fill", "median_radius",
 )
+SNAKE_METHODS = ("batched", "skimage")
 
 
 class ParcelToSegment(BaseEstimator):
@@ -76,6 +80,9 @@ class ParcelToSegment(BaseEstimator):
     reference's Gaussian on the mask. `min_region_size` (1 = off; the reference used 10) ignores
     smaller regions in the overlap test. `median_radius` (0 = off; the reference used 3) adds
     a final median filter. `n_parcels` (K) is inferred as max label + 1 when None.
+    `snake_method` "batched" (default) fits all snakes of a stack as one system
+    (`alan.downstream.snake`, the same snakes as skimage's up to rounding); "skimage" calls
+    `skimage.segmentation.active_contour` per component (the reference implementation).
     """
 
     def __init__(
@@ -100,6 +107,7 @@ class ParcelToSegment(BaseEstimator):
         snake_max_num_iter: int = 10,
         snake_w_edge: float = 1.0,
         snake_sigma: float = 3.0,
+        snake_method: str = "batched",
         fill: bool = True,
         median_radius: int = 0,
     ):
@@ -123,6 +131,7 @@ class ParcelToSegment(BaseEstimator):
         self.snake_max_num_iter = snake_max_num_iter
         self.snake_w_edge = snake_w_edge
         self.snake_sigma = snake_sigma
+        self.snake_method = snake_method
         self.fill = fill
         self.median_radius = median_radius
 
@@ -244,9 +253,18 @@ class ParcelToSegment(BaseEstimator):
         return mask
 
     def _snake_stack(self, mask: np.ndarray) -> np.ndarray:
+        if self.snake_method not in SNAKE_METHODS:
+            raise ValueError(f"snake_method must be one of {SNAKE_METHODS}, got {self.snake_method!r}")
         out = np.zeros_like(mask)
         frames = np.flatnonzero(mask.reshape(len(mask), -1).any(1))
         if len(frames) == 0:
+            return out
+        if min(mask.shape[1:]) < 3:  # no quadratic spline on the frame: nothing for a snake to follow
+            return mask.copy()
+        if self.snake_method == "batched":
+            for start in range(0, len(frames), SNAKE_BATCH):
+                sel = frames[start : start + SNAKE_BATCH]
+                out[sel] = self._snake_batched(mask[sel], gaussian_stack(mask[sel], self.snake_sigma))
             return out
         smooth = np.zeros(mask.shape, dtype=np.float32)
         smooth[frames] = ndimage.gaussian_filter(
@@ -261,6 +279,15 @@ class ParcelToSegment(BaseEstimator):
             )
             out[f, rr, cc] = True
         return out
+
+    def _snake_batched(self, mask: np.ndarray, smooth: np.ndarray) -> np.ndarray:
+        """The snake step on frames that all hold a mask: every component's snake at once."""
+        contours, frame, _ = boundary_cycles(mask)
+        fitted = active_contours(
+            smooth, contours, frame, alpha=self.snake_alpha, beta=self.snake_beta, gamma=self.snake_gamma,
+            w_edge=self.snake_w_edge, max_num_iter=self.snake_max_num_iter,
+        )
+        return fill_polygons(fitted, frame, mask.shape)
 
     # ------------------------------------------------------------------ persistence
     def check_provenance(self, provenance: Mapping[str, Any] | None) -> None:
