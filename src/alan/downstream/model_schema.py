@@ -53,6 +53,7 @@ _HYPER_SPEC: dict[str, tuple[str, Any, Any]] = {
     "snake_max_num_iter": ("int", 0, None),
     "snake_w_edge": ("float", None, None),
     "snake_sigma": ("float", 0.0, None),
+    "snake_method": ("choice", ("batched", "skimage"), None),
     "fill": ("bool", None, None),
     "median_radius": ("int", 0, None),
 }
