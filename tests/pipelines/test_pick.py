@@ -158,8 +158,8 @@ def test_load_refuses_a_model_of_another_head_k_or_target(world, tmp_path):
     doc = json.loads(good.read_text())
     for name, change, message in (
         ("head", {"provenance": {**doc["provenance"], "head_hash": "0123456789abcdef"}}, "head_hash"),
-        ("k", {"n_parcels": 16, "stats": {}}, "K=16"),
-        ("target", {"target": "LA"}, "--target LA"),
+        ("k", {"n_parcels": 16, "stats": {}, "hyperparameters": {**doc["hyperparameters"], "n_parcels": 16}}, "K=16"),
+        ("target", {"target": "LA", "hyperparameters": {**doc["hyperparameters"], "target": "LA"}}, "--target LA"),
     ):
         bad = tmp_path / f"{name}.json"
         bad.write_text(json.dumps({**doc, **change}))

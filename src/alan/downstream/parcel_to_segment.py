@@ -1,6 +1,6 @@
 """Parcel-to-segment: a segment (LV, LA) as the union of *interior* parcel classes.
 
-ALAN paper, section 3.2 and 4.2 (Majchrowska et al.); METHODS A3. The only learnt parameters
+ALAN paper (Majchrowska et al., *Unlocking the Heart Using Adaptive Locked Agnostic Networks*), sections 3.2 and 4.2. The only learnt parameters
 are K booleans. Fit (identification), on parcel maps with ground-truth masks:
 
 - a *region* is a 4-connected component of one parcel class in one frame;
@@ -547,7 +547,7 @@ def region_oracle(parcel_maps: Any, masks: Any, overlap: float = 0.5) -> np.ndar
     """The union, per frame, of the parcel regions with >= `overlap` of their pixels inside the
     ground truth. With overlap=0.5 it is the union of regions that gets the most pixels right
     (a near-best DICE for unions of the same regions), to report next to the rule's DICE so
-    the weak link (features or parcel selection) is visible (METHODS E)."""
+    the weak link (features or parcel selection) is visible."""
     parcels = _as_parcels(parcel_maps)
     m = np.asarray(masks, dtype=bool).reshape(parcels.shape)
     out = np.zeros(parcels.shape, dtype=bool)

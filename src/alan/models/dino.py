@@ -1,4 +1,4 @@
-"""DINO self-distillation for the ALAN backbone, as a LightningModule (METHODS A1).
+"""DINO self-distillation for the ALAN backbone, as a LightningModule (ALAN paper, section 3).
 
 Caron et al., "Emerging Properties in Self-Supervised Vision Transformers" (DINO, 2021), with the
 official recipe's defaults: AdamW, lr 5e-4 x global batch / 256 with linear warm-up (10 epochs)

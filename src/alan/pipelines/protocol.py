@@ -35,6 +35,8 @@ class ProtocolConfig:
     raptor_batch_size: int = 4
     raptor_preset: str = "reference"
     raptor_position: float = 0.0  # 0: the paper's head (see RaptorHead's position option)
+    component_by: str = "parcels"  # the paper's rule; "prior": a location prior picks the component
+    view_features: str = "cls"  # the paper's CLS kNN; "grid": patch tokens on a 7 x 7 grid
     raptor_limit: int | None = None
     work_size: int = 112
     camus_targets: tuple[str, ...] = ("LV", "LA")
@@ -107,9 +109,10 @@ def scoring_sets(ds: Dataset, fit_split: tuple[str, ...], test_split: tuple[str,
 
 
 def run_protocol(backbone: Any, out: Path, *, echonet: Path | None, camus: Path | None, tmed2: Path | None,
-                 config: ProtocolConfig, console: Console | None = None, timer: Timer | None = None) -> dict[str, Any]:
-    """Run RAPTOR + parcel-to-segment + kNN views on the given datasets; returns the results dict."""
-    from alan.models.raptor_module import train_raptor
+                 config: ProtocolConfig, console: Console | None = None, timer: Timer | None = None,
+                 head: Any = None) -> dict[str, Any]:
+    """Run RAPTOR + parcel-to-segment + kNN views on the given datasets; returns the results dict.
+    With a trained `head` (e.g. the one shipped with alan), RAPTOR is not trained again."""
     from alan.pipelines.views import evaluate_views, fit_views
     from alan.reports.figures import confusion
 
@@ -123,16 +126,11 @@ def run_protocol(backbone: Any, out: Path, *, echonet: Path | None, camus: Path 
     cds = open_dataset(camus, "camus") if camus else None
     if eds is not None or cds is not None:
         train_ds = eds if eds is not None else cds
-        with timer.stage(f"RAPTOR (K={config.n_parcels}) on {train_ds.format} train"):
-            records = _split(train_ds, "train")[: config.raptor_limit]
-            opts = RunOptions(max_epochs=config.raptor_epochs, max_steps=config.raptor_max_steps,
-                              batch_size=config.raptor_batch_size, seed=config.seed, progress=config.progress,
-                              checkpoint_every_n_steps=None, **config.run)
-            head = train_raptor(backbone, records, out / "raptor", n_parcels=config.n_parcels, loss=config.raptor_preset,
-                                position=config.raptor_position,
-                                opts=opts, data={"path": str(train_ds.root), "format": train_ds.format, "split": "train"})
-        results["raptor"] = {"hash": head.hash, "K": config.n_parcels, "trained_on": train_ds.format,
-                             "n_records": len(records)}
+        if head is not None:
+            results["raptor"] = {"hash": head.hash, "K": int(head.n_parcels), "trained_on": "given (not retrained)",
+                                 "position": getattr(head, "position", 0.0)}
+        else:
+            head = _train_head(backbone, train_ds, out, config, timer, results)
         parcellator = Parcellator(backbone, head, work_size=config.work_size)
         results["segment_models"] = {}
         for ds, fit_split, test_split, targets in (
@@ -149,7 +147,8 @@ def run_protocol(backbone: Any, out: Path, *, echonet: Path | None, camus: Path 
             for target in targets:
                 with timer.stage(f"parcel-to-segment {target} on {ds.format}"):
                     fit_frames = collect_annotated(fit_records, target, progress=config.progress)
-                    model = fit_segmenter(parcellator, fit_frames, target, progress=config.progress)
+                    model = fit_segmenter(parcellator, fit_frames, target, progress=config.progress,
+                                          component_by=config.component_by)
                     baseline = fit_baseline(fit_frames, target, config.work_size)
                     path = out / "models" / f"{ds.format}_{target}.json"
                     model.to_json(path)
@@ -160,7 +159,8 @@ def run_protocol(backbone: Any, out: Path, *, echonet: Path | None, camus: Path 
     if tmed2:
         tds = open_dataset(tmed2, "tmed2")
         with timer.stage("kNN views on tmed2"):
-            knn = fit_views(backbone, _split(tds, "train"), k=max(config.ks), progress=config.progress)
+            knn = fit_views(backbone, _split(tds, "train"), k=max(config.ks), progress=config.progress,
+                            features=config.view_features)
             knn.save(out / "models" / "views_bank")
             views = evaluate_views(knn, backbone, _split(tds, "test"), ks=sorted({*config.ks, config.view_k}), progress=config.progress)
         k = str(config.view_k)
@@ -170,3 +170,20 @@ def run_protocol(backbone: Any, out: Path, *, echonet: Path | None, camus: Path 
                                           fig_dir / "views_confusion.png", title=f"TMED-2 views, k={k}"))]
         results["views"] = views
     return results
+
+
+def _train_head(backbone: Any, train_ds: Dataset, out: Path, config: ProtocolConfig, timer: Timer,
+                results: dict[str, Any]) -> Any:
+    from alan.models.raptor_module import train_raptor
+
+    with timer.stage(f"RAPTOR (K={config.n_parcels}) on {train_ds.format} train"):
+        records = _split(train_ds, "train")[: config.raptor_limit]
+        opts = RunOptions(max_epochs=config.raptor_epochs, max_steps=config.raptor_max_steps,
+                          batch_size=config.raptor_batch_size, seed=config.seed, progress=config.progress,
+                          checkpoint_every_n_steps=None, **config.run)
+        head = train_raptor(backbone, records, out / "raptor", n_parcels=config.n_parcels, loss=config.raptor_preset,
+                            position=config.raptor_position,
+                            opts=opts, data={"path": str(train_ds.root), "format": train_ds.format, "split": "train"})
+    results["raptor"] = {"hash": head.hash, "K": config.n_parcels, "trained_on": train_ds.format,
+                         "n_records": len(records), "position": config.raptor_position}
+    return head

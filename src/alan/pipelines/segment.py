@@ -202,7 +202,7 @@ def _nan_stat(fn: Any, x: np.ndarray) -> float:
 
 def oracle_dice(parcels: np.ndarray, truth: np.ndarray) -> np.ndarray:
     """Per-frame DICE of the best union of each frame's own parcel regions (`region_oracle`):
-    what a perfect parcel selection could reach, shown beside the rule's DICE (METHODS E)."""
+    what a perfect parcel selection could reach, shown beside the rule's DICE."""
     return np.atleast_1d(dice(region_oracle(parcels, truth), truth))
 
 

@@ -30,10 +30,21 @@ def record_frame(rec: Record) -> np.ndarray:
     return np.asarray(frames[idx])
 
 
-def cls_features(backbone: Any, records: Sequence[Record], batch_size: int = 64, progress: bool = False) -> np.ndarray:
-    """CLS features (after the final norm) of one frame per record, (N, D) float32."""
-    from alan.pipelines.segment import to_work
+#: View features: the CLS token (the paper's) or the patch tokens averaged on a 7 x 7 grid.
+FEATURES = ("cls", "grid")
+GRID = 7
 
+
+def cls_features(backbone: Any, records: Sequence[Record], batch_size: int = 64, progress: bool = False,
+                 features: str = "cls") -> np.ndarray:
+    """View features of one frame per record, (N, D) float32: the CLS token after the final norm
+    (`features="cls"`, the ALAN paper's kNN), or (`"grid"`, beyond the paper) the patch tokens
+    averaged over a 7 x 7 grid of the frame and concatenated (N, 49 D), which keeps where in
+    the sector each kind of token lies."""
+    from alan.transforms.spatial import to_work
+
+    if features not in FEATURES:
+        raise AlanError(f"unknown view features {features!r}; expected one of {', '.join(FEATURES)}")
     size = backbone.config.img_size
     feats = []
     with Progress(disable=not progress, transient=True) as bar, torch.no_grad():
@@ -41,10 +52,21 @@ def cls_features(backbone: Any, records: Sequence[Record], batch_size: int = 64,
         for start in range(0, len(records), batch_size):
             chunk = records[start:start + batch_size]
             frames = to_work([record_frame(r) for r in chunk], size)
-            cls, _ = backbone(frames)
-            feats.append(cls.float().cpu().numpy())
+            cls, tokens = backbone(frames)
+            feats.append(view_features(cls, tokens, features).float().cpu().numpy())
             bar.advance(task, len(chunk))
-    return np.concatenate(feats) if feats else np.zeros((0, backbone.embed_dim), np.float32)
+    dim = backbone.embed_dim * (1 if features == "cls" else GRID * GRID)
+    return np.concatenate(feats) if feats else np.zeros((0, dim), np.float32)
+
+
+def view_features(cls: torch.Tensor, tokens: torch.Tensor, features: str = "cls") -> torch.Tensor:
+    """(N, D) CLS tokens or (N, 49 D) grid-pooled patch tokens (see `cls_features`)."""
+    if features == "cls":
+        return cls
+    n, t, d = tokens.shape
+    g = int(round(t ** 0.5))
+    grid = tokens.transpose(1, 2).reshape(n, d, g, g)
+    return torch.nn.functional.adaptive_avg_pool2d(grid, GRID).flatten(1)
 
 
 def labelled(records: Sequence[Record]) -> list[Record]:
@@ -54,11 +76,13 @@ def labelled(records: Sequence[Record]) -> list[Record]:
     return out
 
 
-def fit_views(backbone: Any, records: Sequence[Record], k: int = 20, progress: bool = False) -> WeightedKNN:
-    """A weighted-kNN bank of the records' CLS features and view labels."""
+def fit_views(backbone: Any, records: Sequence[Record], k: int = 20, progress: bool = False,
+              features: str = "cls") -> WeightedKNN:
+    """A weighted-kNN bank of the records' view features (`cls_features`) and view labels."""
     recs = labelled(records)
-    feats = cls_features(backbone, recs, progress=progress)
-    return WeightedKNN(k=k).fit(feats, [r.label for r in recs], provenance={"backbone_hash": getattr(backbone, "hash", None)})
+    feats = cls_features(backbone, recs, progress=progress, features=features)
+    return WeightedKNN(k=k).fit(feats, [r.label for r in recs],
+                                provenance={"backbone_hash": getattr(backbone, "hash", None), "features": features})
 
 
 def evaluate_views(knn: WeightedKNN, backbone: Any, records: Sequence[Record], ks: Sequence[int] = (2, 10, 20),
@@ -66,7 +90,7 @@ def evaluate_views(knn: WeightedKNN, backbone: Any, records: Sequence[Record], k
     """Per-class and overall accuracy for each k, plus the confusion matrix of each k."""
     knn.check_provenance({"backbone_hash": getattr(backbone, "hash", None)})
     recs = labelled(records)
-    feats = cls_features(backbone, recs, progress=progress)
+    feats = cls_features(backbone, recs, progress=progress, features=knn.provenance_.get("features", "cls"))
     truth = np.array([r.label for r in recs])
     classes = [str(c) for c in knn.classes_]
     out: dict[str, Any] = {"n_test": len(recs), "n_bank": int(len(knn.bank_)), "classes": classes, "by_k": {}}

@@ -1,4 +1,4 @@
-"""Writers that lay the phantoms out in the four public formats (METHODS section C).
+"""Writers that lay the phantoms out in the four public formats (EchoNet-Dynamic, CAMUS, TMED-2, ACDC).
 
 Each writer builds the whole dataset in a temporary sibling folder and renames it into place
 at the end, so OUT is either absent, the previous content, or the complete new dataset. A
