@@ -19,7 +19,15 @@ def alan(
     tmed2: Path = typer.Option(None, "--tmed2", help="TMED-2 root (kNN bank on train, test on test)."),
     out: Path = out_dir("Output folder: backbone/, raptor/, models/, figures/, results.json, report.html.",
                         Path("reproduce-alan")),
-    backbone: Path = typer.Option(None, "--backbone", help="A locked backbone artifact to use."),
+    backbone: Path = typer.Option(None, "--backbone", help="A locked backbone artifact to use (default: the one shipped "
+                                                           "with alan, with its head, unless --train-backbone or "
+                                                           "--dino-weights)."),
+    head: Path = typer.Option(None, "--head", help="A RAPTOR head trained on that backbone: used as is, not retrained."),
+    train_backbone: bool = typer.Option(False, "--train-backbone", help="Train the paper's DINO backbone (--arch) on "
+                                                                        "EchoNet TRAIN first (days without a GPU)."),
+    recipe: str = typer.Option(None, "--recipe", help="paper (the ALAN paper's protocol) or shipped (adds the position "
+                                                      "head, the location-prior component and grid view features); "
+                                                      "default: shipped with the shipped models, else paper."),
     dino_weights: Path = typer.Option(None, "--dino-weights", help="Official DINO weights (e.g. dino_deitsmall8_pretrain.pth)."),
     arch: str = typer.Option("vit_small_p4_112", "--arch", help="Architecture to train on EchoNet TRAIN when no backbone is given."),
     dino_epochs: int = typer.Option(40, "--dino-epochs", min=1, help="DINO epochs when the backbone is trained here (paper: 40-50)."),
@@ -33,8 +41,9 @@ def alan(
 ) -> None:
     """Backbone -> RAPTOR on EchoNet TRAIN -> parcel-to-segment -> kNN views, tables beside the paper's.
 
-    Without --backbone or --dino-weights a ViT-S/4 is trained on EchoNet TRAIN first (the paper's:
-    days without a GPU); each training prints its number of steps and a measured time estimate.
+    Without --backbone, --dino-weights or --train-backbone the backbone and head shipped with alan
+    are used (said in one line). --train-backbone trains the paper's ViT-S/4 on EchoNet TRAIN first
+    (days without a GPU); each training prints its number of steps and a measured time estimate.
 
     Example:
 
@@ -46,7 +55,8 @@ def alan(
         raise typer.BadParameter("give at least one of --echonet, --camus, --tmed2")
     reproduce_alan(out, echonet=echonet, camus=camus, tmed2=tmed2, backbone=backbone, dino_weights=dino_weights, arch=arch,
                    dino_epochs=dino_epochs, k=k, raptor_epochs=raptor_epochs, raptor_max_steps=raptor_max_steps,
-                   accelerator=accelerator(device, accelerator_alias), devices=parse_devices(devices), seed=seed)
+                   accelerator=accelerator(device, accelerator_alias), devices=parse_devices(devices), seed=seed,
+                   head=head, train_backbone=train_backbone, recipe=recipe)
 
 
 def register(app: typer.Typer) -> None:

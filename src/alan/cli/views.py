@@ -23,9 +23,12 @@ def fit(
     split: str = typer.Option("train", "--split", help="Split(s) whose images form the bank, comma-separated, or 'all'."),
     format: str = typer.Option("auto", "--format", help="Dataset format (auto detects it)."),
     k: int = typer.Option(20, "--k", min=1, help="Default k stored with the bank (DINO: 20; paper: 2 and 10)."),
+    features: str = typer.Option("cls", "--features", help="cls (the CLS token, the paper's) or grid (patch tokens "
+                                                          "averaged on a 7 x 7 grid, beyond the paper); eval uses the "
+                                                          "bank's."),
     device: Device = "auto",
 ) -> None:
-    """Store the L2-normalised CLS features of SPLIT as the kNN bank.
+    """Store the L2-normalised view features (CLS by default) of SPLIT as the kNN bank.
 
     Example:
 
@@ -36,7 +39,13 @@ def fit(
     from alan.pipelines.views import fit_views
 
     _, records = select_records(data, format, split)
-    knn = fit_views(load_backbone(backbone, device=device_option(device)), records, k=k, progress=True)
+    from alan.errors import AlanError
+    from alan.pipelines.views import FEATURES
+
+    if features not in FEATURES:
+        raise AlanError(f"--features must be one of {', '.join(FEATURES)}, got {features!r}")
+    knn = fit_views(load_backbone(backbone, device=device_option(device)), records, k=k, progress=True,
+                    features=features)
     digest = knn.save(out)
     console.print(f"bank of {len(knn.bank_)} x {knn.bank_.shape[1]} ({', '.join(map(str, knn.classes_))}) -> {out} [{digest}]")
 

@@ -12,12 +12,24 @@ from alan.errors import AlanError
 from alan.pipelines.protocol import ProtocolConfig, Timer, run_protocol
 
 
+#: What each recipe changes in the protocol: "paper" is the ALAN paper's; "shipped" adds what the
+#: shipped phantom models use (the position head, the location-prior component, grid view features).
+RECIPES: dict[str, dict[str, Any]] = {
+    "paper": {"raptor_position": 0.0, "component_by": "parcels", "view_features": "cls"},
+    "shipped": {"raptor_position": 1.0, "component_by": "prior", "view_features": "grid"},
+}
+
+
 def reproduce_alan(out: str | Path, *, echonet: Path | None, camus: Path | None, tmed2: Path | None,
                    backbone: Path | None = None, dino_weights: Path | None = None, arch: str = "vit_small_p4_112",
                    dino_epochs: int = 40, k: int = 64, raptor_epochs: int = 40, raptor_max_steps: int = -1,
-                   accelerator: str = "auto", devices: Any = "auto", seed: int = 0,
+                   accelerator: str = "auto", devices: Any = "auto", seed: int = 0, head: Path | None = None,
+                   train_backbone: bool = False, recipe: str | None = None,
                    console: Console | None = None) -> dict[str, Any]:
-    """Backbone (given, imported from official DINO weights, or trained on EchoNet TRAIN) -> protocol."""
+    """Backbone (given, imported from official DINO weights, trained on EchoNet TRAIN with
+    `train_backbone`, or else the one shipped with alan together with its head) -> protocol.
+    `head` given (or shipped): RAPTOR is not retrained. `recipe`: "paper" or "shipped" (default:
+    "shipped" with the shipped pair, else "paper")."""
     from alan.data import open_dataset
     from alan.models.backbones import load_backbone
     from alan.pipelines.demo import _flatten_segmentation, print_summary, write_report
@@ -26,7 +38,16 @@ def reproduce_alan(out: str | Path, *, echonet: Path | None, camus: Path | None,
     out = Path(out)
     timer = Timer(console)
     run = {"accelerator": accelerator, "devices": devices}
+    trained_head = None
     with timer.stage("backbone"):
+        if backbone is None and dino_weights is None and not train_backbone:
+            from alan.models.backbones import bundled_backbone
+            from alan.models.raptor import bundled_head
+
+            backbone, head = bundled_backbone(), head or bundled_head()
+            recipe = recipe or "shipped"
+            console.print(f"note: using the backbone and RAPTOR head shipped with alan ({Path(head).name}, trained on "
+                          "the built-in phantoms); --train-backbone or --dino-weights for the paper's backbone")
         if backbone is not None:
             bb = load_backbone(backbone)
         elif dino_weights is not None:
@@ -47,8 +68,18 @@ def reproduce_alan(out: str | Path, *, echonet: Path | None, camus: Path | None,
             train_dino(ds.split("train"), DINOConfig(arch=arch), opts, out / "dino", out / "backbone",
                        format="echonet", data_root=echonet, command="alan reproduce alan")
             bb = load_backbone(out / "backbone")
-    cfg = ProtocolConfig(n_parcels=k, raptor_epochs=raptor_epochs, raptor_max_steps=raptor_max_steps, seed=seed, run=run)
-    results = run_protocol(bb, out, echonet=echonet, camus=camus, tmed2=tmed2, config=cfg, console=console, timer=timer)
+    recipe = recipe or "paper"
+    if recipe not in RECIPES:
+        raise AlanError(f"unknown recipe {recipe!r}; expected one of {', '.join(RECIPES)}")
+    if head is not None:
+        from alan.models.raptor import load_head
+
+        trained_head = load_head(head, backbone=bb)
+    cfg = ProtocolConfig(n_parcels=k, raptor_epochs=raptor_epochs, raptor_max_steps=raptor_max_steps, seed=seed, run=run,
+                         **RECIPES[recipe])
+    results = run_protocol(bb, out, echonet=echonet, camus=camus, tmed2=tmed2, config=cfg, console=console, timer=timer,
+                           head=trained_head)
+    results["recipe"] = {"name": recipe, **RECIPES[recipe]}
     results["segmentation"] = _flatten_segmentation(results["segmentation"])
     results["stages_s"] = timer.times
     results["total_s"] = round(sum(timer.times.values()), 1)
