@@ -45,6 +45,10 @@ def fit(
                                    help="...in at least this share of the frames where it appears."),
     presence: float = typer.Option(0.3, "--presence", min=0.0, max=1.0,
                                    help="Only parcels present in at least this share of the frames are considered."),
+    component_by: str = typer.Option("parcels", "--component-by",
+                                     help="Which component is kept: parcels (most interior classes, the paper's), "
+                                          "regions, or prior (most mass of a location prior learnt on the fitting "
+                                          "masks, saved in the JSON; beyond the paper)."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Frames per backbone batch."),
     device: Device = "auto",
 ) -> None:
@@ -55,11 +59,16 @@ def fit(
         alan segment fit --backbone runs/dino --head runs/raptor --data data/echonet --split val --target LV --out lv.json
     """
     from alan.cli._options import select_records
+    from alan.downstream.parcel_to_segment import COMPONENT_BY
+    from alan.errors import AlanError
     from alan.pipelines.segment import fit_segmenter
 
+    if component_by not in COMPONENT_BY:
+        raise AlanError(f"--component-by must be one of {', '.join(COMPONENT_BY)}, got {component_by!r}")
     _, records = select_records(data, format, split)
     parcellator = load_parcellator(backbone, head, work_size, batch_size, device_option(device))
-    model = fit_segmenter(parcellator, records, target, progress=True, overlap=overlap, hit_rate=hit_rate, presence=presence)
+    model = fit_segmenter(parcellator, records, target, progress=True, overlap=overlap, hit_rate=hit_rate, presence=presence,
+                          component_by=component_by)
     model.to_json(out)
     console.print(f"{target}: interior parcels {model.interior_parcels_} of K={model.n_parcels_} "
                   f"({model.stats_['n_images']} frames) -> {out}")
