@@ -100,6 +100,10 @@ def views_table(result: dict) -> Table:
         table.add_column(c, justify="right")
     for k, r in result["by_k"].items():
         table.add_row(f"ours, k={k}", *[f"{r['per_class'][c] * 100:.2f}" for c in classes], f"{r['accuracy'] * 100:.2f}")
+    if result.get("majority"):
+        m = result["majority"]
+        table.add_row(f"baseline: always {m['class']} (bank's commonest)",
+                      *[f"{m['per_class'][c] * 100:.2f}" for c in classes], f"{m['accuracy'] * 100:.2f}")
     for name, row in PAPER_TABLE3.items():
         table.add_row(f"paper: {name}", *[f"{row[c]:.2f}" if c in row else "" for c in classes], f"{row['overall']:.2f}")
     return table

@@ -94,6 +94,10 @@ def evaluate_views(knn: WeightedKNN, backbone: Any, records: Sequence[Record], k
     truth = np.array([r.label for r in recs])
     classes = [str(c) for c in knn.classes_]
     out: dict[str, Any] = {"n_test": len(recs), "n_bank": int(len(knn.bank_)), "classes": classes, "by_k": {}}
+    counts = np.bincount(knn.labels_, minlength=len(knn.classes_))
+    majority = str(knn.classes_[int(np.argmax(counts))])  # the trivial baseline: the bank's commonest view
+    out["majority"] = {"class": majority, "accuracy": accuracy(truth, np.full(len(truth), majority, dtype=object)),
+                       "per_class": per_class_accuracy(truth, np.full(len(truth), majority, dtype=object), labels=classes)}
     original_k = knn.k
     try:
         for k in ks:
