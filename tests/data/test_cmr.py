@@ -5,7 +5,8 @@ import pytest
 from skimage.morphology import dilation
 from skimage.morphology import disk as sk_disk
 
-from alan.data.cmr import (AlanMasks, FrameDataset, GroundTruthMasks, dilate, heart_mask, load_cine_frames,
+from alan.pipelines.sscl.masks import AlanMasks
+from alan.data.cmr import (FrameDataset, GroundTruthMasks, dilate, heart_mask, load_cine_frames,
                            load_slices)
 from alan.transforms.intensity import scale_by_percentile as normalise_intensity
 from alan.transforms.spatial import pad_to_square as to_square

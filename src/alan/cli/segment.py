@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-import json
 from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from alan.cli._options import Device, device_option, out_dir, out_file
+from alan.reports.tables import segmentation_table
 
 segment_app = typer.Typer(help="Parcel-to-segment: LV / LA masks as unions of parcels (ALAN).", no_args_is_help=True)
 console = Console()
@@ -136,30 +135,6 @@ def evaluate(
                       f"{ef['median_ae_pred_vs_reference']:.1f} (ground-truth masks: "
                       f"{ef['mae_truth_masks_vs_reference']:.1f}), n={ef['n']}, "
                       f"{ef['n_pred_implausible']} predicted EFs outside 0-100 %")
-
-
-def segmentation_table(report: dict, fmt: str) -> Table:
-    from alan.pipelines.segment import PAPER_TABLE2
-
-    table = Table(title=f"DICE [%] on {fmt} ({report['n_frames']} frames)")
-    class_set = report.get("class_set_oracle")  # only when the model was fitted in this run
-    baseline = report.get("baseline")
-    cols = ["target", "phase", "ours mean ± std", "n"]
-    cols += ["constant mask (mean fitting mask)"] if baseline else []
-    cols += ["oracle (best union of the frame's regions)"]
-    cols += ["best class set (fitted on the fitting set)"] if class_set else []
-    for col in [*cols, "paper (echo DINO, K=64)"]:
-        table.add_column(col, justify="right" if col != "target" else "left")
-    pct = lambda v: "" if v is None else f"{v * 100:.2f}"  # noqa: E731
-    for target, phases in report["dice"].items():
-        for phase, s in phases.items():
-            paper = PAPER_TABLE2.get(fmt, {}).get(target, {}).get(phase)
-            row = [target, phase, f"{s['mean'] * 100:.2f} ± {s['std'] * 100:.2f}", str(s["n"])]
-            row += [pct(baseline.get(target, {}).get(phase))] if baseline else []
-            row += [pct(report.get("oracle", {}).get(target, {}).get(phase))]
-            row += [pct(class_set.get(target, {}).get(phase))] if class_set else []
-            table.add_row(*row, "" if paper is None else f"{paper:.2f}")
-    return table
 
 
 def register(app: typer.Typer) -> None:

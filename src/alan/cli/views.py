@@ -7,9 +7,9 @@ from pathlib import Path
 
 import typer
 from rich.console import Console
-from rich.table import Table
 
 from alan.cli._options import Device, device_option, out_dir
+from alan.reports.tables import views_table
 
 views_app = typer.Typer(help="View classification by weighted kNN (ALAN, DINO eval_knn).", no_args_is_help=True)
 console = Console()
@@ -87,26 +87,6 @@ def evaluate(
         print(json.dumps(result, indent=2))
         return
     console.print(views_table(result))
-
-
-def views_table(result: dict) -> Table:
-    """Our accuracies beside the paper's Table 3."""
-    from alan.pipelines.views import PAPER_TABLE3
-
-    classes = result["classes"]
-    table = Table(title=f"View accuracy [%] ({result['n_test']} test images, bank {result['n_bank']})")
-    table.add_column("model")
-    for c in [*classes, "overall"]:
-        table.add_column(c, justify="right")
-    for k, r in result["by_k"].items():
-        table.add_row(f"ours, k={k}", *[f"{r['per_class'][c] * 100:.2f}" for c in classes], f"{r['accuracy'] * 100:.2f}")
-    if result.get("majority"):
-        m = result["majority"]
-        table.add_row(f"baseline: always {m['class']} (bank's commonest)",
-                      *[f"{m['per_class'][c] * 100:.2f}" for c in classes], f"{m['accuracy'] * 100:.2f}")
-    for name, row in PAPER_TABLE3.items():
-        table.add_row(f"paper: {name}", *[f"{row[c]:.2f}" if c in row else "" for c in classes], f"{row['overall']:.2f}")
-    return table
 
 
 def register(app: typer.Typer) -> None:

@@ -7,7 +7,7 @@ dilated by `margin` pixels at the native resolution, so a rim of context survive
 Mask sources:
     `GroundTruthMasks`  the dataset's own annotations ("gt"); frames without annotation (cine
                         frames other than ED/ES) get the union of the annotated frames' masks.
-    `AlanMasks`         the ALAN pipeline ("alan"): locked backbone + RAPTOR head -> parcel maps ->
+    `alan.pipelines.sscl.masks.AlanMasks` ("alan", inference, so not in this data layer): locked backbone + RAPTOR head -> parcel maps ->
                         parcel-to-segment model(s), the predictions of several models OR-ed (LV,
                         MYO and RV models). This is the link between the two methods.
 
@@ -22,12 +22,10 @@ from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, Protocol
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from scipy import ndimage
 
 from alan.errors import DataError
@@ -91,58 +89,6 @@ class GroundTruthMasks:
 
     def config(self) -> dict[str, Any]:
         return {"source": self.name, "labels": list(self.labels)}
-
-
-class AlanMasks:
-    """Heart masks from ALAN: parcel maps of (backbone, head) -> OR of parcel-to-segment predictions.
-
-    Frames are brought to the parcellator's working resolution exactly as
-    `alan.pipelines.segment` does when it fits a parcel-to-segment model (`to_work`: per-frame
-    percentile scaling, square resize), and the predicted masks are resized back (nearest).
-    Fit one model per heart part ("LV", "MYO", "RV") with `alan segment`, or any union target.
-    `parcellator(frames uint8 (N, S, S)) -> parcel maps (N, S, S)` with `work_size`, `provenance`.
-    """
-
-    name = "alan"
-
-    def __init__(self, parcellator: Any, models: Sequence[Any], paths: Mapping[str, Any] | None = None):
-        if not models:
-            raise ValueError("AlanMasks needs at least one parcel-to-segment model")
-        self.parcellator, self.models = parcellator, list(models)
-        self.paths = dict(paths or {})
-
-    @classmethod
-    def from_paths(cls, backbone: str | Path, head: str | Path, models: Sequence[str | Path],
-                   batch_size: int = 32, work_size: int | None = None) -> AlanMasks:
-        """Load the locked backbone and head artifacts and the parcel-to-segment JSON files."""
-        from alan.downstream.parcel_to_segment import ParcelToSegment
-        from alan.models.backbones import load_backbone
-        from alan.models.raptor import load_head
-        from alan.pipelines.segment import Parcellator
-
-        p2s = [ParcelToSegment.from_json(p) for p in models]
-        bb = load_backbone(backbone)
-        hd = load_head(head, bb)
-        ws = work_size or int(p2s[0].provenance_.get("work_size") or 112)
-        par = Parcellator(bb, hd, work_size=ws, batch_size=batch_size)
-        for m in p2s:
-            m.check_provenance({k: v for k, v in par.provenance.items() if k != "work_size"})
-        return cls(par, p2s, paths={"backbone": str(backbone), "head": str(head), "models": [str(p) for p in models]})
-
-    def __call__(self, record: Record, frames: Sequence[int], cine: np.ndarray) -> np.ndarray:
-        from alan.pipelines.segment import masks_to_native, to_work
-
-        images = [np.asarray(cine[f]) for f in frames]
-        parcels = np.asarray(self.parcellator(to_work(images, self.parcellator.work_size)))
-        pred = np.zeros(parcels.shape, dtype=bool)
-        for m in self.models:
-            pred |= np.asarray(m.predict(parcels), dtype=bool)
-        return np.stack(masks_to_native(pred, [im.shape for im in images]))
-
-    def config(self) -> dict[str, Any]:
-        return {"source": self.name, "targets": [getattr(m, "target", None) for m in self.models],
-                "work_size": self.parcellator.work_size, **dict(getattr(self.parcellator, "provenance", {})),
-                **self.paths}
 
 
 # ------------------------------------------------------------------------------- images
@@ -255,5 +201,5 @@ class FrameDataset(torch.utils.data.Dataset):
         return self.frames[i]
 
 
-__all__ = ["AlanMasks", "CMRSlices", "FrameDataset", "GroundTruthMasks", "HEART_LABELS", "INPUTS", "MaskSource",
-           "dilate", "heart_mask", "load_cine_frames", "load_slices", "normalise_intensity", "to_square"]
+__all__ = ["CMRSlices", "FrameDataset", "GroundTruthMasks", "HEART_LABELS", "INPUTS", "MaskSource",
+           "dilate", "heart_mask", "load_cine_frames", "load_slices"]

@@ -16,10 +16,10 @@ from pathlib import Path
 from typing import Any
 
 from rich.console import Console
-from rich.table import Table
 
 from alan.artifacts import atomic_write_json
-from alan.pipelines.protocol import ProtocolConfig, Timer, run_protocol
+from alan.pipelines.protocol import ProtocolConfig, Timer, flatten_segmentation, run_protocol
+from alan.reports.protocol import print_summary, write_report
 
 @dataclass
 class DemoConfig:
@@ -139,7 +139,7 @@ def run_demo(out: str | Path, cfg: DemoConfig, console: Console | None = None) -
     results = run_protocol(backbone, out, echonet=data["echonet"], camus=data["camus"], tmed2=data["tmed2"],
                            config=cfg.protocol(), console=console, timer=timer, head=head)
     results["backbone"].update(bb_info)
-    results["segmentation"] = _flatten_segmentation(results["segmentation"])
+    results["segmentation"] = flatten_segmentation(results["segmentation"])
     if cfg.sscl:
         with timer.stage("SSCL grid on the CMR phantom"):
             results["sscl"] = sscl_grid(data["acdc"], out / "sscl", quick=cfg.quick, seed=cfg.seed, progress=False)
@@ -152,95 +152,4 @@ def run_demo(out: str | Path, cfg: DemoConfig, console: Console | None = None) -
     print_summary(results, console)
     return results
 
-
-def _flatten_segmentation(per_dataset: dict[str, Any]) -> dict[str, Any]:
-    """results["segmentation"][target][phase]["dice_mean"], pooled over datasets (LV: EchoNet + CAMUS),
-    with each dataset's own report kept under ["by_dataset"]."""
-    import numpy as np
-
-    flat: dict[str, Any] = {"by_dataset": per_dataset}
-    pooled: dict[tuple[str, str], list[tuple[float, float, int]]] = {}
-    for rep in per_dataset.values():
-        for target, phases in rep["dice"].items():
-            for phase, s in phases.items():
-                if s["n"]:
-                    pooled.setdefault((target, phase), []).append((s["mean"], s["std"], s["n"]))
-    for (target, phase), parts in pooled.items():
-        n = sum(p[2] for p in parts)
-        mean = sum(p[0] * p[2] for p in parts) / n
-        var = sum(p[2] * (p[1] ** 2 + (p[0] - mean) ** 2) for p in parts) / n
-        flat.setdefault(target, {})[phase] = {"dice_mean": mean, "dice_std": float(np.sqrt(var)), "n": n}
-    return flat
-
-
-def print_summary(results: dict[str, Any], console: Console) -> None:
-    from alan.cli.segment import segmentation_table
-    from alan.cli.views import views_table
-
-    for fmt, rep in results["segmentation"]["by_dataset"].items():
-        console.print(segmentation_table(rep, fmt))
-    if "views" in results:
-        console.print(views_table(results["views"]))
-    if "sscl" in results and results["sscl"].get("tables"):
-        console.print(results["sscl"]["tables"])
-    t = Table(title="Demo summary")
-    t.add_column("metric")
-    t.add_column("value", justify="right")
-    for target in ("LV", "LA"):
-        for phase in ("ED", "ES"):
-            s = results["segmentation"].get(target, {}).get(phase)
-            if s:
-                t.add_row(f"{target} {phase} DICE", f"{s['dice_mean']:.3f} ± {s['dice_std']:.3f} (n={s['n']})")
-    if "views" in results:
-        t.add_row(f"view accuracy (k={results['views']['k']})", f"{results['views']['accuracy']:.3f}")
-    for stage, secs in results["stages_s"].items():
-        t.add_row(f"time: {stage}", f"{secs:.1f} s")
-    t.add_row("time: total", f"{results['total_s']:.1f} s")
-    console.print(t)
-
-
-def write_report(results: dict[str, Any], path: Path) -> Path:
-    from alan.reports.html import Report
-
-    rep = Report("alan demo on the built-in phantoms",
-                 intro=f"backbone {results['backbone'].get('arch')} [{results['backbone'].get('hash')}], "
-                       f"RAPTOR K={results.get('raptor', {}).get('K')} [{results.get('raptor', {}).get('hash')}]. "
-                       "All numbers are on held-out test records of synthetic data.")
-    seg = rep.section("Segmentation (parcel-to-segment), DICE")
-    for fmt, r in results["segmentation"]["by_dataset"].items():
-        rows = []
-        for target, phases in r["dice"].items():
-            for phase, s in phases.items():
-                paper = (r.get("paper") or {}).get(target, {}).get(phase)
-                rows.append([target, phase, s["mean"], s["std"], s["n"],
-                             r.get("baseline", {}).get(target, {}).get(phase), r["oracle"][target].get(phase),
-                             r.get("class_set_oracle", {}).get(target, {}).get(phase),
-                             None if paper is None else paper / 100])
-        seg.tables.append((fmt, ["target", "phase", "mean", "std", "n", "constant mask (baseline)", "region oracle",
-                                 "best class set", "paper (real data)"], rows))
-        if r.get("ef"):
-            seg.paragraphs.append(f"{fmt} EF ({r['ef']['method']}): MAE vs the dataset's EF "
-                                  f"{r['ef']['mae_pred_vs_reference']:.1f} points (median "
-                                  f"{r['ef']['median_ae_pred_vs_reference']:.1f}; {r['ef']['n_pred_implausible']} of "
-                                  f"{r['ef']['n']} predicted EFs outside 0-100 %); with ground-truth masks "
-                                  f"{r['ef']['mae_truth_masks_vs_reference']:.1f}.")
-        for f in r.get("figures", []):
-            seg.figures.append((Path(f), Path(f).stem.replace("_", " ")))
-    if "views" in results:
-        v = results["views"]
-        sec = rep.section("View classification (weighted kNN), accuracy")
-        rows = [[f"k={k}", *[r["per_class"][c] for c in v["classes"]], r["accuracy"]] for k, r in v["by_k"].items()]
-        sec.tables.append(("TMED-2 phantom test split", ["k", *v["classes"], "overall"], rows))
-        for f in v.get("figures", []):
-            sec.figures.append((Path(f), "confusion matrix"))
-    if "sscl" in results:
-        s = results["sscl"]
-        sec = rep.section("SSCL with anatomic priors (macro AUC)")
-        if s.get("tables"):
-            sec.paragraphs.append(s["tables"])
-        for f in s.get("figures", []):
-            sec.figures.append((Path(f), Path(f).stem.replace("_", " ")))
-    times = rep.section("Time per stage")
-    times.tables.append(("seconds", ["stage", "s"], [[k, v] for k, v in results["stages_s"].items()] + [["total", results["total_s"]]]))
-    return rep.write(path)
 

@@ -1,6 +1,6 @@
 """Parcel maps: locked backbone + RAPTOR head -> one parcel id per pixel, at input resolution.
 
-`compute_parcels(backbone, head, frames)` is the one function every downstream model uses.
+`alan.models.parcellator.compute_parcels(backbone, head, frames)` (the one inference path) makes the maps.
 Frames go through the backbone in batches; the K logits per token are bilinearly upsampled
 to the frames' own (H, W) and the argmax taken there (ALAN paper, section 3), in chunks small
 enough that K x H x W logits of large frames never all sit in memory at once.
@@ -25,12 +25,9 @@ from pathlib import Path
 from typing import Any
 
 import numpy as np
-import torch
-
 from alan.artifacts import atomic_dir, atomic_write_json, follow_umask
 from alan.errors import AlanError
-from alan.models.parcellator import (CHUNK_ELEMENTS, compute_logits_grid, compute_parcels,  # noqa: F401
-                                     parcel_dtype, upsample_argmax)
+from alan.models.parcellator import compute_parcels, parcel_dtype
 from alan.models.raptor import RaptorHead
 from alan.records import Record
 

@@ -187,3 +187,23 @@ def _train_head(backbone: Any, train_ds: Dataset, out: Path, config: ProtocolCon
     results["raptor"] = {"hash": head.hash, "K": config.n_parcels, "trained_on": train_ds.format,
                          "n_records": len(records), "position": config.raptor_position}
     return head
+
+
+def flatten_segmentation(per_dataset: dict[str, Any]) -> dict[str, Any]:
+    """results["segmentation"][target][phase]["dice_mean"], pooled over datasets (LV: EchoNet + CAMUS),
+    with each dataset's own report kept under ["by_dataset"]."""
+    import numpy as np
+
+    flat: dict[str, Any] = {"by_dataset": per_dataset}
+    pooled: dict[tuple[str, str], list[tuple[float, float, int]]] = {}
+    for rep in per_dataset.values():
+        for target, phases in rep["dice"].items():
+            for phase, s in phases.items():
+                if s["n"]:
+                    pooled.setdefault((target, phase), []).append((s["mean"], s["std"], s["n"]))
+    for (target, phase), parts in pooled.items():
+        n = sum(p[2] for p in parts)
+        mean = sum(p[0] * p[2] for p in parts) / n
+        var = sum(p[2] * (p[1] ** 2 + (p[0] - mean) ** 2) for p in parts) / n
+        flat.setdefault(target, {})[phase] = {"dice_mean": mean, "dice_std": float(np.sqrt(var)), "n": n}
+    return flat

@@ -32,7 +32,8 @@ def reproduce_alan(out: str | Path, *, echonet: Path | None, camus: Path | None,
     "shipped" with the shipped pair, else "paper")."""
     from alan.data import open_dataset
     from alan.models.backbones import load_backbone
-    from alan.pipelines.demo import _flatten_segmentation, print_summary, write_report
+    from alan.pipelines.protocol import flatten_segmentation
+    from alan.reports.protocol import print_summary, write_report
 
     console = console or Console()
     out = Path(out)
@@ -80,10 +81,10 @@ def reproduce_alan(out: str | Path, *, echonet: Path | None, camus: Path | None,
     results = run_protocol(bb, out, echonet=echonet, camus=camus, tmed2=tmed2, config=cfg, console=console, timer=timer,
                            head=trained_head)
     results["recipe"] = {"name": recipe, **RECIPES[recipe]}
-    results["segmentation"] = _flatten_segmentation(results["segmentation"])
+    results["segmentation"] = flatten_segmentation(results["segmentation"])
     results["stages_s"] = timer.times
     results["total_s"] = round(sum(timer.times.values()), 1)
     atomic_write_json(out / "results.json", results)
-    write_report(results, out / "report.html")
+    write_report(results, out / "report.html", title="alan reproduce alan: the ALAN paper's protocol")
     print_summary(results, console)
     return results

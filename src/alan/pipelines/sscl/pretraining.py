@@ -177,7 +177,7 @@ def make_mask_source(kind: str = "gt", backbone: str | Path | None = None, head:
     if kind == "alan":
         if backbone is None or head is None or not models:
             raise AlanError("the alan mask source needs --alan-backbone, --alan-head and at least one --alan-p2s")
-        from alan.data.cmr import AlanMasks
+        from alan.pipelines.sscl.masks import AlanMasks
 
         return AlanMasks.from_paths(backbone, head, list(models), batch_size=batch_size)
     raise AlanError(f"unknown mask source {kind!r}; expected gt or alan")
