@@ -20,7 +20,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from alan.data.phantom import synthesize
+from alan.phantom import synthesize
 from alan.downstream.parcel_to_segment import ParcelToSegment
 from alan.models.backbones import create_backbone
 from alan.models.raptor import RaptorHead

@@ -28,7 +28,7 @@ import torch
 
 from alan.cli.pick_web import create_app, png, render_view
 from alan.data import open_dataset
-from alan.data.phantom import synthesize
+from alan.phantom import synthesize
 from alan.models.backbones import bundled_backbone, load_backbone
 from alan.models.raptor import RaptorHead
 from alan.pipelines.pick import PathPolicy, PickSession

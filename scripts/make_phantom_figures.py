@@ -21,7 +21,7 @@ matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
-from alan.data.phantom import GROUPS, VIEWS, cmr_patient, echo_sequence  # noqa: E402
+from alan.phantom import GROUPS, VIEWS, cmr_patient, echo_sequence  # noqa: E402
 
 ECHO_COLOURS = {"MYO": "yellow", "LA": "cyan", "RV": "magenta", "LV": "red"}  # LV drawn last
 CMR_COLOURS = {"MYO": "yellow", "RV": "cyan", "LV": "red"}

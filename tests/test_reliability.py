@@ -25,7 +25,7 @@ from alan.artifacts import MARKER, output_kind
 
 @pytest.fixture(scope="module")
 def inputs(tmp_path_factory):
-    from alan.data.phantom.write import synthesize
+    from alan.phantom.write import synthesize
     from alan.models.backbones import create_backbone, save_backbone
     from alan.models.raptor import RaptorHead, save_head
 
@@ -170,7 +170,7 @@ _SYNTH = """
 import os, resource, signal, sys
 fmt, out, mode = sys.argv[1], sys.argv[2], sys.argv[3]
 from alan.errors import AlanError
-import alan.data.phantom.write as W
+import alan.phantom.write as W
 if mode == "kill":  # kill -9 after the second record file is written
     calls = []
     real = W._save_nifti

@@ -31,7 +31,7 @@ from selenium.webdriver.common.by import By
 from selenium.webdriver.support.ui import WebDriverWait
 
 from alan.data import open_dataset
-from alan.data.phantom import synthesize
+from alan.phantom import synthesize
 from alan.downstream.parcel_to_segment import ParcelToSegment
 from alan.models.backbones import bundled_backbone, load_backbone
 from alan.models.raptor import RaptorHead, save_head

@@ -12,7 +12,7 @@ import pytest
 import SimpleITK as sitk
 
 from alan.artifacts import MARKER
-from alan.data.phantom import synthesize
+from alan.phantom import synthesize
 from alan.downstream.parcel_to_segment import ParcelToSegment
 from alan.pipelines.analyze import analyze_study, study_inputs
 from alan.pipelines.labelmaps import LABEL_IDS, masks_to_labels, read_label_map, write_label_map

@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from alan.data import open_dataset
-from alan.data.phantom import synthesize
+from alan.phantom import synthesize
 from alan.downstream.parcel_to_segment import ParcelToSegment
 from alan.errors import ArtifactError
 from alan.models.backbones import create_backbone, save_backbone

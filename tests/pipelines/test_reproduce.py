@@ -7,7 +7,7 @@ import pytest
 from typer.testing import CliRunner
 
 from alan.cli.main import app
-from alan.data.phantom import synthesize
+from alan.phantom import synthesize
 from alan.models.backbones import create_backbone, save_backbone
 
 

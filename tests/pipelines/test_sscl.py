@@ -164,7 +164,7 @@ def test_paper_numbers_are_shown_beside_ours_for_acdc():
 
 @pytest.fixture(scope="module")
 def small_phantom(tmp_path_factory):
-    from alan.data.phantom.write import synthesize
+    from alan.phantom.write import synthesize
 
     return synthesize("acdc", tmp_path_factory.mktemp("ph") / "acdc", seed=0, size="small", spurious=True,
                       broken_test=True, workers=1)

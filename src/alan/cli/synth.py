@@ -20,8 +20,8 @@ WORKERS = typer.Option(None, "--workers", min=1, help="Processes to generate wit
 def _run(format: str, out: Path, seed: int, size: str, force: bool, workers: int | None, **options) -> None:
     from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
 
-    from alan.data.phantom import SIZE_NAMES, read_manifest, synthesize
-    from alan.data.phantom.write import default_workers
+    from alan.phantom import SIZE_NAMES, read_manifest, synthesize
+    from alan.phantom.write import default_workers
 
     if size not in SIZE_NAMES:
         raise typer.BadParameter(f"expected one of {', '.join(SIZE_NAMES)}", param_hint="--size")
@@ -64,7 +64,7 @@ def camus(out: Path = typer.Argument(..., help="Folder to create."), seed: int =
 
         alan synth camus data/camus --release nifti
     """
-    from alan.data.phantom import CAMUS_RELEASES
+    from alan.phantom import CAMUS_RELEASES
 
     if release not in CAMUS_RELEASES:
         raise typer.BadParameter(f"expected one of {', '.join(CAMUS_RELEASES)}", param_hint="--release")

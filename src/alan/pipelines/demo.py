@@ -72,7 +72,7 @@ def sscl_grid(data: str | Path, out_dir: str | Path, quick: bool = False, seed: 
 
 def synthesize_all(data_dir: Path, cfg: DemoConfig, console: Console) -> dict[str, Path]:
     """Write (or reuse, when an earlier demo wrote the same seed and size) the four phantom datasets."""
-    from alan.data.phantom import read_manifest, synthesize
+    from alan.phantom import read_manifest, synthesize
 
     paths = {}
     for fmt in ("echonet", "camus", "tmed2", "acdc"):

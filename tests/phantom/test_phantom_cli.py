@@ -6,7 +6,7 @@ import subprocess
 import sys
 
 from alan.data import open_dataset
-from alan.data.phantom import read_manifest
+from alan.phantom import read_manifest
 
 
 def _alan(*args: str) -> subprocess.CompletedProcess:

@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage, optimize
 
-from alan.data.phantom.shapes import (
+from alan.phantom.shapes import (
     contraction,
     disk_chords,
     disks_volume,

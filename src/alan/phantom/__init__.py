@@ -10,10 +10,10 @@ Writers (the same readers as real data then apply):
 See docs/phantom.md for what is modelled and what is not.
 """
 
-from alan.data.phantom.cmr import GROUPS, CMRCine, CMRPatient, cmr_patient
-from alan.data.phantom.echo import VIEWS, EchoPatient, EchoSequence, echo_sequence
-from alan.data.phantom.sizes import SIZE_NAMES, SIZES, preset
-from alan.data.phantom.write import CAMUS_RELEASES, MANIFEST, WRITERS, generate, read_manifest, synthesize
+from alan.phantom.cmr import GROUPS, CMRCine, CMRPatient, cmr_patient
+from alan.phantom.echo import VIEWS, EchoPatient, EchoSequence, echo_sequence
+from alan.phantom.sizes import SIZE_NAMES, SIZES, preset
+from alan.phantom.write import CAMUS_RELEASES, MANIFEST, WRITERS, generate, read_manifest, synthesize
 
 FORMATS: tuple[str, ...] = tuple(WRITERS)
 

@@ -12,8 +12,8 @@ import pytest
 from skimage.draw import polygon
 
 from alan.data import open_dataset
-from alan.data.phantom import generate, read_manifest, synthesize
-from alan.data.phantom.shapes import biplane_volume
+from alan.phantom import generate, read_manifest, synthesize
+from alan.phantom.shapes import biplane_volume
 from alan.errors import DataError
 
 
@@ -167,7 +167,7 @@ def test_camus_round_trip(written, name):
 
 
 def test_camus_half_sequences_run_ed_to_es_or_es_to_ed():
-    from alan.data.phantom.write import camus_patient
+    from alan.phantom.write import camus_patient
 
     orders = []
     for k in range(12):
@@ -183,7 +183,7 @@ def test_camus_half_sequences_run_ed_to_es_or_es_to_ed():
 
 def test_camus_ef_is_biplane_simpson_of_both_views():
     """Restate biplane Simpson from the 2CH/4CH chords (mm) and compare with the cfg value."""
-    from alan.data.phantom.echo import lv_disks
+    from alan.phantom.echo import lv_disks
 
     for t in generate("camus", seed=3, size="small"):
         vols = []

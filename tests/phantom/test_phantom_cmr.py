@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 from scipy import ndimage
 
-from alan.data.phantom.cmr import GROUPS, SPURIOUS_SITES, cmr_patient
+from alan.phantom.cmr import GROUPS, SPURIOUS_SITES, cmr_patient
 
 SMALL = {"size": (96, 96), "n_slices": 3, "n_frames": 10}
 

@@ -8,7 +8,7 @@ from scipy import ndimage
 from skimage.draw import polygon
 from skimage.measure import regionprops
 
-from alan.data.phantom.echo import VIEWS, EchoPatient, echo_sequence
+from alan.phantom.echo import VIEWS, EchoPatient, echo_sequence
 
 
 def _dice(a: np.ndarray, b: np.ndarray) -> float:
@@ -167,7 +167,7 @@ def test_explicit_phases_and_patient_are_shared_between_views():
 
 def test_pose_and_size_spread_is_realistic():
     """Apical recordings vary in tilt, zoom, place and LV size (the constant mask cannot fake them)."""
-    from alan.data.phantom.echo import POSE_SPREAD
+    from alan.phantom.echo import POSE_SPREAD
 
     phi, zoom, col, length = [], [], [], []
     for seed in range(40):

@@ -29,7 +29,7 @@ from typing import Any
 import numpy as np
 from scipy import ndimage
 
-from alan.data.phantom.shapes import contraction, ellipse_radius, fourier_wobble, random_wobble
+from alan.phantom.shapes import contraction, ellipse_radius, fourier_wobble, random_wobble
 
 GROUPS: tuple[str, ...] = ("NOR", "DCM", "HCM", "MINF", "RV")
 #: ACDC label values.

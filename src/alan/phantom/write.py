@@ -20,16 +20,16 @@ from typing import Any
 
 import numpy as np
 
-from alan.data.phantom.cmr import GROUPS, CMRCine, cmr_patient
-from alan.data.phantom.echo import (
+from alan.phantom.cmr import GROUPS, CMRCine, cmr_patient
+from alan.phantom.echo import (
     AS_GRADES,
     QUALITIES,
     EchoPatient,
     echo_sequence,
     lv_disks,
 )
-from alan.data.phantom.shapes import biplane_volume
-from alan.data.phantom.sizes import preset
+from alan.phantom.shapes import biplane_volume
+from alan.phantom.sizes import preset
 from alan.artifacts import MARKER, atomic_dir
 from alan.data._util import sitk_message, write_video
 from alan.errors import ArtifactError, DataError
@@ -153,7 +153,7 @@ def _manifest(root: Path, fmt: str, seed: int, size: str, options: dict[str, Any
     from alan import __version__
 
     doc = {
-        "generator": "alan.data.phantom",
+        "generator": "alan.phantom",
         "version": __version__,
         "format": fmt,
         "seed": seed,
