@@ -127,22 +127,35 @@ def check_output_file(path: str | Path) -> None:
     _check_parent(path)
 
 
-def atomic_write_bytes(path: str | Path, data: bytes) -> None:
-    """Write `data` to `path` via a temporary file in the same folder and a rename (umask respected)."""
+@contextmanager
+def atomic_file(path: str | Path, suffix: str | None = None) -> Iterator[Path]:
+    """Yield a temporary path beside `path` (same suffix, so writers that look at it pick the right
+    format); when the block succeeds the file gets the umask's mode and is renamed to `path`, when
+    it fails it is removed. The one atomic writer for libraries that write to a path (matplotlib,
+    nibabel, video encoders); `atomic_write_bytes` is built on it."""
     path = Path(path)
     check_output_file(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    if suffix is None:
+        suffix = "".join(path.suffixes[-2:]) if path.name.endswith(".nii.gz") else path.suffix
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
+    os.close(fd)
+    tmp_path = Path(tmp)
     try:
-        with os.fdopen(fd, "wb") as f:
+        yield tmp_path
+        follow_umask(tmp_path)
+        os.replace(tmp_path, path)
+    finally:
+        tmp_path.unlink(missing_ok=True)
+
+
+def atomic_write_bytes(path: str | Path, data: bytes) -> None:
+    """Write `data` to `path` via a temporary file in the same folder and a rename (umask respected)."""
+    with atomic_file(path, suffix=".tmp") as tmp:
+        with open(tmp, "wb") as f:
             f.write(data)
             f.flush()
             os.fsync(f.fileno())
-        follow_umask(Path(tmp))
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
 
 
 def atomic_write_text(path: str | Path, text: str) -> None:

@@ -30,7 +30,9 @@ def test_compute_parcels_is_argmax_of_upsampled_logits_at_input_size(model, monk
         expected = head.parcels(tokens, (40, 56)).numpy()
     assert got.shape == (5, 40, 56) and got.dtype == np.uint8
     np.testing.assert_array_equal(got, expected)
-    monkeypatch.setattr(P, "CHUNK_ELEMENTS", 12 * 40 * 56 * 2)  # 2 frames per upsampling chunk
+    import alan.models.parcellator as parcellator
+
+    monkeypatch.setattr(parcellator, "CHUNK_ELEMENTS", 12 * 40 * 56 * 2)  # 2 frames per upsampling chunk
     np.testing.assert_array_equal(P.compute_parcels(bb, head, frames, batch_size=3), expected)
 
 

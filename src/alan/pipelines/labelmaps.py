@@ -10,15 +10,13 @@ spacing 1. Written atomically, with the file mode an ordinary write gets.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from alan.artifacts import check_output_file, follow_umask
+from alan.artifacts import atomic_file
 from alan.errors import DataError
 from alan.records import Record
 
@@ -56,16 +54,8 @@ def write_label_map(path: str | Path, labels: np.ndarray, spacing: tuple[float, 
     img.header.set_xyzt_units("mm")
     img.header["descrip"] = description.encode()[:79]
     img.header.set_intent("label")
-    check_output_file(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".nii.gz" if path.name.endswith(".gz") else ".nii")
-    os.close(fd)
-    try:
-        nib.save(img, tmp)
-        follow_umask(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_file(path) as tmp:
+        nib.save(img, str(tmp))
     return path
 
 
@@ -131,7 +121,6 @@ def _write_image(path: Path, image: np.ndarray, spacing: tuple[float, float] | N
     img = nib.Nifti1Image(np.ascontiguousarray(np.asarray(image)[None].transpose(2, 1, 0)),
                           np.diag([float(col), float(row), 1.0, 1.0]))
     img.header.set_xyzt_units("mm")
-    path.parent.mkdir(parents=True, exist_ok=True)
-    nib.save(img, str(path))
-    follow_umask(path)
+    with atomic_file(path) as tmp:
+        nib.save(img, str(tmp))
     return path

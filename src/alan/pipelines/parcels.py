@@ -18,14 +18,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 import numpy as np
-from alan.artifacts import atomic_dir, atomic_write_json, follow_umask
+from alan.artifacts import atomic_dir, atomic_file, atomic_write_json
 from alan.errors import AlanError
 from alan.models.parcellator import compute_parcels, parcel_dtype
 from alan.models.raptor import RaptorHead
@@ -35,13 +34,6 @@ FORMATS = ("npz", "nifti")
 KIND = "parcels"
 """The output kind of a `run_parcels` folder (an existing folder is replaced only if it is one)."""
 OVERLAYS = ("png", "mp4", "both", "none")
-
-
-def _atomic_path(path: Path, suffix: str):
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=suffix)
-    os.close(fd)
-    return Path(tmp)
 
 
 def safe_name(record_id: str) -> str:
@@ -65,17 +57,11 @@ def _write_parcels(path: Path, parcels: np.ndarray, record_id: str, n_parcels: i
     info = {"record_id": record_id, "K": int(n_parcels), "head_hash": head_hash, "backbone_hash": backbone_hash}
     if as_ == "npz":
         path = path if path.suffix == ".npz" else path.with_name(path.name + ".npz")
-        tmp = _atomic_path(path, ".npz")
-        try:
-            with open(tmp, "wb") as f:
-                np.savez_compressed(f, parcels=parcels, record_id=np.str_(record_id), K=np.int32(n_parcels),
-                                    head_hash=np.str_(head_hash or ""), backbone_hash=np.str_(backbone_hash or ""))
-                f.flush()
-                os.fsync(f.fileno())
-            follow_umask(tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
+        with atomic_file(path) as tmp, open(tmp, "wb") as f:
+            np.savez_compressed(f, parcels=parcels, record_id=np.str_(record_id), K=np.int32(n_parcels),
+                                head_hash=np.str_(head_hash or ""), backbone_hash=np.str_(backbone_hash or ""))
+            f.flush()
+            os.fsync(f.fileno())
         return path
     if as_ == "nifti":
         import nibabel as nib
@@ -84,13 +70,8 @@ def _write_parcels(path: Path, parcels: np.ndarray, record_id: str, n_parcels: i
         affine = np.diag([spacing[1], spacing[0], 1.0, 1.0]) if spacing else np.eye(4)
         img = nib.Nifti1Image(np.ascontiguousarray(parcels.transpose(2, 1, 0)), affine)
         img.header["descrip"] = f"alan parcels K={n_parcels}".encode()[:79]
-        tmp = _atomic_path(path, ".nii.gz")
-        try:
+        with atomic_file(path) as tmp:
             nib.save(img, str(tmp))
-            follow_umask(tmp)
-            os.replace(tmp, path)
-        finally:
-            tmp.unlink(missing_ok=True)
         atomic_write_json(path.with_name(path.name[: -len(".nii.gz")] + ".json"), {**info, "axes": "x=column, y=row, t"})
         return path
     raise AlanError(f"unknown parcel file format {as_!r}; expected one of {', '.join(FORMATS)}")

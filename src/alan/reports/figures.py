@@ -8,6 +8,8 @@ from pathlib import Path
 
 import matplotlib
 import numpy as np
+
+from alan.artifacts import atomic_file
 from matplotlib.figure import Figure
 from skimage.segmentation import find_boundaries
 
@@ -20,10 +22,8 @@ def _subplots(*args, figsize: tuple[float, float], **kwargs):
 
 def _save(fig: Figure, path: str | Path) -> Path:
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.stem}.tmp.png")
-    fig.savefig(tmp, dpi=110, bbox_inches="tight")
-    tmp.replace(path)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=110, bbox_inches="tight")
     return path
 
 

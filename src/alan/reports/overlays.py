@@ -10,8 +10,6 @@ the parcels, bilinear for the image) so that one-pixel boundaries stay readable.
 
 from __future__ import annotations
 
-import os
-import tempfile
 from collections.abc import Iterable, Sequence
 from pathlib import Path
 
@@ -19,7 +17,7 @@ import cv2
 import numpy as np
 from skimage.segmentation import find_boundaries
 
-from alan.artifacts import follow_umask
+from alan.artifacts import atomic_file
 from alan.data.clips import frames_to_unit
 from alan.errors import AlanError
 
@@ -53,15 +51,8 @@ def boundary_overlay(frame: np.ndarray, parcels: np.ndarray, mask: np.ndarray | 
 
 
 def _atomic(path: Path, write) -> Path:
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.stem}.", suffix=path.suffix)
-    os.close(fd)
-    try:
-        write(tmp)
-        follow_umask(Path(tmp))
-        os.replace(tmp, path)
-    finally:
-        Path(tmp).unlink(missing_ok=True)
+    with atomic_file(path) as tmp:
+        write(str(tmp))
     return path
 
 
