@@ -545,3 +545,21 @@ def test_location_prior_json_is_validated(tmp_path):
         (tmp_path / "m.json").write_text(json.dumps(bad))
         with pytest.raises(ArtifactError, match=why):
             ParcelToSegment.from_json(tmp_path / "m.json")
+
+
+def test_to_json_replaces_only_an_earlier_model(tmp_path):
+    from alan.errors import ArtifactError
+
+    parcels = np.zeros((2, 8, 8), np.int64)
+    parcels[:, 2:6, 2:6] = 1
+    model = ParcelToSegment(n_parcels=2).fit(parcels, parcels == 1, provenance={"backbone_hash": "b", "head_hash": "h"})
+    notes = tmp_path / "notes.json"
+    notes.write_text('{"mine": 1}')
+    with pytest.raises(ArtifactError, match="not a parcel-to-segment model"):
+        model.to_json(notes)
+    assert notes.read_text() == '{"mine": 1}'
+    with pytest.raises(ArtifactError, match="is a folder"):
+        model.to_json(tmp_path)
+    model.to_json(tmp_path / "lv.json")
+    model.to_json(tmp_path / "lv.json")  # an earlier model is replaced
+    assert ParcelToSegment.from_json(tmp_path / "lv.json").interior_parcels_ == model.interior_parcels_

@@ -331,7 +331,9 @@ class ParcelToSegment(BaseEstimator):
         }
 
     def to_json(self, path: str | Path) -> None:
-        """Write the model as a small human-readable JSON file (atomically)."""
+        """Write the model as a small human-readable JSON file (atomically); an existing `path` is
+        replaced only if it is an earlier parcel-to-segment model."""
+        check_model_output(path)
         atomic_write_json(path, self.to_dict())
 
     @classmethod
@@ -467,6 +469,23 @@ def _identify(
     with np.errstate(invalid="ignore", divide="ignore"):
         class_frac = np.where(pix > 0, ins / np.maximum(pix, 1), 0.0)
     return present.sum(0), overlapping.sum(0), class_frac.sum(0)
+
+
+def check_model_output(path: str | Path) -> None:
+    """Refuse a model output path that holds anything but an earlier parcel-to-segment model
+    (a folder, or any other file): writing a model never replaces user data."""
+    path = Path(path)
+    if path.is_dir():
+        raise ArtifactError(f"{path}: is a folder; expected a model JSON file path")
+    if not path.exists():
+        return
+    try:
+        doc = json.loads(path.read_text())
+    except (OSError, ValueError):
+        doc = None
+    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
+        raise ArtifactError(f"{path}: exists and is not a parcel-to-segment model; refusing to replace it "
+                            "(choose another --out)")
 
 
 def location_prior(masks: np.ndarray, size: int) -> np.ndarray:

@@ -18,7 +18,6 @@ given on the command line may be opened.
 
 from __future__ import annotations
 
-import json
 import threading
 from collections import OrderedDict
 from collections.abc import Iterable, Sequence
@@ -30,7 +29,7 @@ from typing import Any
 import numpy as np
 
 from alan.artifacts import atomic_write_json
-from alan.downstream.parcel_to_segment import FORMAT, ParcelToSegment
+from alan.downstream.parcel_to_segment import ParcelToSegment, check_model_output
 from alan.errors import AlanError, ArtifactError
 from alan.metrics import dice
 from alan.pipelines.segment import PHASES, Parcellator, collect_annotated, fit_segmenter, masks_to_native, to_work
@@ -85,22 +84,6 @@ def picked_document(model: ParcelToSegment, by: str | None = None, when: datetim
     if by:
         doc["picked_by"] = str(by)
     return doc
-
-
-def check_model_output(path: str | Path) -> None:
-    """Refuse an output path that holds anything but a parcel-to-segment model (never replace user data)."""
-    path = Path(path)
-    if path.is_dir():
-        raise ArtifactError(f"{path}: is a folder; expected a model JSON file path")
-    if not path.exists():
-        return
-    try:
-        doc = json.loads(path.read_text())
-    except (OSError, ValueError):
-        doc = None
-    if not isinstance(doc, dict) or doc.get("format") != FORMAT:
-        raise ArtifactError(f"{path}: exists and is not a parcel-to-segment model; refusing to replace it "
-                            "(choose another --out)")
 
 
 @dataclass
