@@ -11,7 +11,8 @@ import typer
 def pick(
     data: Path = typer.Argument(..., help="Dataset folder (any format the readers know) or one AVI/MP4/DICOM file."),
     backbone: Path = typer.Option(None, "--backbone", help="Locked backbone artifact (default: the bundled one)."),
-    head: Path = typer.Option(None, "--head", help="RAPTOR head artifact (or raptor train run folder)."),
+    head: Path = typer.Option(None, "--head", help="RAPTOR head artifact or raptor train run folder (default: the "
+                                                   "one shipped with alan, with its backbone)."),
     model: Path = typer.Option(None, "--model", help="Model JSON to edit (from `segment fit` or an earlier pick)."),
     target: str = typer.Option(None, "--target", help="Segment to pick (LV, LA, ...); default: the model's, else LV."),
     out: Path = typer.Option(None, "--out", help="Where `save` writes the model JSON (the only file written)."),
@@ -33,9 +34,6 @@ def pick(
     from alan.cli._options import select_records
     from alan.cli.pick_web import create_app, is_loopback, serve
     from alan.downstream.parcel_to_segment import ParcelToSegment
-    from alan.errors import AlanError
-    from alan.models import raptor
-    from alan.models.backbones import bundled_backbone
     from alan.pipelines.pick import PathPolicy, PickSession, check_model_output, open_parcellator
 
     err = Console(stderr=True, highlight=False, soft_wrap=True)
@@ -45,13 +43,11 @@ def pick(
         work_size = int(start.provenance_.get("work_size", work_size))
     if out is not None:
         check_model_output(out)
-    if head is None:
-        bundled = getattr(raptor, "bundled_head", None)
-        if bundled is None:
-            raise AlanError("--head is required: no RAPTOR head is bundled with this install")
-        head = bundled()
     dataset, records = select_records(data, format, split)
-    session = PickSession(records, open_parcellator(backbone or bundled_backbone(), head, work_size), target, start)
+    parcellator = open_parcellator(backbone, head, work_size)
+    if parcellator.note:
+        err.print(f"note: {parcellator.note}")
+    session = PickSession(records, parcellator, target, start)
     splits: dict[str, list[int]] = {}
     for i, r in enumerate(records):
         if r.split and any(f is not None and f in r.annotated for f in (r.ed, r.es)):

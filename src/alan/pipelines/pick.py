@@ -49,13 +49,10 @@ def parcellate(parcellator: Parcellator, frames: np.ndarray) -> np.ndarray:
     return parcellator(frames)
 
 
-def open_parcellator(backbone: str | Path, head: str | Path, work_size: int = 112) -> Parcellator:
-    """Load a locked backbone and its RAPTOR head (refused if the head was trained on another backbone)."""
-    from alan.models.backbones import load_backbone
-    from alan.models.raptor import load_head
-
-    bb = load_backbone(backbone)
-    return Parcellator(bb, load_head(head, backbone=bb), work_size=work_size)
+def open_parcellator(backbone: str | Path | None, head: str | Path | None, work_size: int = 112) -> Parcellator:
+    """Load a locked backbone and its RAPTOR head (refused if the head was trained on another
+    backbone); with neither, the pair shipped with alan."""
+    return Parcellator.load(backbone, head, work_size=work_size)
 
 
 def blank_model(n_parcels: int, target: str, provenance: dict[str, Any]) -> ParcelToSegment:
