@@ -1,8 +1,8 @@
 """`alan segment`, `alan views` and `alan analyze` through the CLI on small phantoms."""
 
-
 import json
 
+import cv2
 import numpy as np
 import pytest
 from typer.testing import CliRunner
@@ -56,6 +56,14 @@ def test_segment_fit_eval_and_analyze(setup, tmp_path):
         assert dice(pred[0] == 1, truth[0] == 1) == pytest.approx(case["dice"])
     assert set(rep["dice"]["LV"]) == {"ED", "ES"} and all(0 <= s["mean"] <= 1 for s in rep["dice"]["LV"].values())
     assert rep["ef"]["n"] >= 1 and (tmp_path / "fig" / "dice_hist_echonet_LV.png").is_file()
+    # the HTML page plays one recording's overlay: an H.264 file that OpenCV decodes, linked by the page
+    video_path = tmp_path / "fig" / "overlay_echonet_LV.mp4"
+    cap = cv2.VideoCapture(str(video_path))
+    ok, frame = cap.read()
+    cap.release()
+    assert ok and frame.shape[2] == 3
+    page = (tmp_path / "fig" / "report.html").read_text()
+    assert "<video" in page and "overlay_echonet_LV.mp4" in page and rep["report"].endswith("report.html")
     # a model fitted on another head is refused in one line
     other = RaptorHead(192, 8)
     save_head(other, tmp_path / "other", backbone_hash=json.loads((root / "bb" / "config.json").read_text())["hash"])

@@ -148,6 +148,23 @@ def evaluate_segmenter(model: ParcelToSegment, parcellator: Parcellator, records
     return result
 
 
+def overlay_video(parcellator: Parcellator, models: dict[str, ParcelToSegment], record: Record, path: Any,
+                  max_frames: int = 64) -> Any:
+    """An H.264 MP4 of `record` (its first `max_frames` frames) with parcel boundaries and each
+    model's predicted mask, for the HTML reports (browsers play it)."""
+    from alan.reports.overlays import save_overlay_mp4
+
+    frames = np.asarray(record.frames)
+    frames = (frames[None] if frames.ndim == 2 else frames)[:max_frames]
+    shape = frames.shape[1:]
+    parcels = parcellator(to_work(list(frames), parcellator.work_size))
+    masks = {t: np.stack(masks_to_native(m.predict(parcels), [shape] * len(frames))) for t, m in models.items()}
+    native = np.stack([labels_to_native(p, shape) for p in parcels])
+    fps = float(record.meta.get("FPS") or record.meta.get("fps") or 25.0)
+    return save_overlay_mp4(path, frames, native, fps=fps,
+                            masks=[{t: m[i] for t, m in masks.items()} for i in range(len(frames))])
+
+
 def mask_ef(ed_mask: np.ndarray, es_mask: np.ndarray) -> float:
     """Single-plane area-length EF (%) from LV masks at ED and ES: V = 8 A^2 / (3 pi L)."""
     from skimage.measure import regionprops
