@@ -118,9 +118,8 @@ class Parcellator:
         elif head is None:
             raise AlanError("give --head (a RAPTOR head trained on this backbone), or neither --backbone nor --head "
                             "to use the shipped pair")
-        elif backbone is None:
+        elif backbone is None:  # the head records its backbone's hash: a head of another backbone is refused
             backbone = bundled_backbone()
-            note = "using the backbone shipped with alan (the head must have been trained on it)"
         bb = load_backbone(backbone, device=device)
         out = cls(bb, load_head(head, backbone=bb).to(device), work_size=work_size, batch_size=batch_size)
         out.note = note
