@@ -18,7 +18,8 @@ import csv
 import io
 import json
 from collections.abc import Callable, Iterable, Iterator, Sequence
-from concurrent.futures import ThreadPoolExecutor
+from concurrent.futures import Future, ThreadPoolExecutor
+from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import Any
@@ -346,9 +347,13 @@ def analyze_study(items: Sequence[Record | Failed], parcellator: Parcellator, se
             and (s := _finished(out / "records" / names[i], provenance)) is not None}
     result = StudyResult(out=out, reused=len(done))
     total = sum(int(r.n_frames or 1) for r in items if isinstance(r, Record))
+    # Writing a record (NIfTI, H.264 overlay, plot) overlaps the next record's inference: one
+    # writer thread, at most one record waiting for it, so memory stays bounded.
+    writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alan-analyze-writer")
+    pending: Future | None = None
     with Progress(TextColumn("[bold]analyze[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("frames"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                  disable=not progress, console=console, transient=False) as bar:
+                  disable=not progress, console=console, transient=False) as bar, _finishing(writer, lambda: pending):
         task = bar.add_task("", total=total or None)
         for i, frames in _prefetched(items, lambda i: i in done or isinstance(items[i], Failed)):
             item, folder = items[i], out / "records" / names[i]
@@ -365,12 +370,32 @@ def analyze_study(items: Sequence[Record | Failed], parcellator: Parcellator, se
                 except DataError as e:
                     result.rows.append(_failed_row(Failed(item.id, item.source, str(e))))
                     continue
-                write_record(folder, item, frames, summary, masks, parcels)
+                if pending is not None:
+                    pending.result()
+                pending = writer.submit(write_record, folder, item, frames, summary, masks, parcels)
                 del frames, masks, parcels
             result.rows.append(_row(summary, folder.relative_to(out).as_posix()))
             bar.advance(task, int(item.n_frames or summary["frames"]))
+        if pending is not None:
+            pending.result()
     write_study(result)
     return result
+
+
+@contextmanager
+def _finishing(writer: ThreadPoolExecutor, pending: Callable[[], Future | None]) -> Iterator[None]:
+    """On any exit (an error or a kill included), let the record being written finish, then stop
+    the writer: a record folder is never left half-written."""
+    try:
+        yield
+    finally:
+        job = pending()
+        if job is not None:
+            try:
+                job.result()
+            except BaseException:
+                pass
+        writer.shutdown(wait=True)
 
 
 def _failed_row(f: Failed) -> dict[str, Any]:
