@@ -198,12 +198,48 @@ def test_dinov2_layout_imports_with_layerscale_folded(tmp_path):
     torch.testing.assert_close(outputs(bb.vit, x), outputs(src, x), rtol=1e-4, atol=1e-4)
 
 
+def _dinov3_official(model: torch.nn.Module) -> dict:
+    """A timm DINOv3 ViT-S/16's weights in the official DINOv3 key layout (facebookresearch/dinov3):
+    ``storage_tokens``, ``blocks.N.ls{1,2}.gamma``, a zero ``attn.qkv.bias`` with its ``bias_mask``,
+    the RoPE ``periods`` buffer and the pre-training ``mask_token``."""
+    out = {}
+    for k, v in model.state_dict().items():
+        k = k.replace("reg_token", "storage_tokens").replace(".gamma_1", ".ls1.gamma").replace(".gamma_2", ".ls2.gamma")
+        out[k] = v.clone()
+        if k.endswith("attn.qkv.weight"):
+            out[k.replace("weight", "bias")] = torch.zeros(v.shape[0])
+            out[k.replace("weight", "bias_mask")] = torch.ones(v.shape[0])
+    out["mask_token"] = torch.zeros(1, 384)
+    out["rope_embed.periods"] = torch.arange(1, 17, dtype=torch.float32)
+    return out
+
+
+def test_dinov3_official_layout_imports_into_the_dinov3_arch(tmp_path):
+    """Oracle: the same timm DINOv3 model the weights were taken from gives the same tokens."""
+    from alan.models.backbones import create_vit
+
+    torch.manual_seed(0)
+    src = create_vit("vit_small_p16_dinov3_224").eval()
+    with torch.no_grad():  # non-trivial LayerScale so a dropped gamma would show
+        for name, p in src.named_parameters():
+            if name.endswith(("gamma_1", "gamma_2")):
+                p.uniform_(0.5, 1.5)
+    torch.save(_dinov3_official(src), tmp_path / "dinov3_vits16_pretrain.pth")
+    bb = import_backbone(tmp_path / "dinov3_vits16_pretrain.pth", "vit_small_p16_dinov3_224")
+    assert bb.config.meta["import"]["layout"].startswith("dinov3")
+    x = torch.randn(2, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(bb.vit.forward_features(x), src.forward_features(x), rtol=1e-5, atol=1e-5)
+        cls, tokens = bb.forward_tokens(x)
+    assert cls.shape == (2, 384) and tokens.shape == (2, 14 * 14, 384)  # CLS and 4 storage tokens are not patches
+
+
 def test_dinov3_and_register_layouts_are_refused_in_one_line(tmp_path):
     base = _dinov2_source().state_dict()
     v3 = {k: v for k, v in base.items() if k != "pos_embed"}
     v3.update({"storage_tokens": torch.zeros(1, 4, 384), "rope_embed.periods": torch.ones(16)})
     torch.save(v3, tmp_path / "dinov3_vits16.pth")
-    with pytest.raises(DataError, match="DINOv3 weights .*rotary") as e:
+    with pytest.raises(DataError, match="DINOv3 weights .*rotary.*vit_small_p16_dinov3_224") as e:
         import_backbone(tmp_path / "dinov3_vits16.pth", "vit_small_p8_112")
     assert "\n" not in str(e.value)
     torch.save({**base, "register_tokens": torch.zeros(1, 4, 384)}, tmp_path / "dinov2_vits14_reg4.pth")

@@ -131,6 +131,9 @@ _vit("vit_tiny_d6_p8_112", "vit_tiny_patch16_224", 112, 8, 192, depth=6, heads=3
      description="ViT-Ti/8 with 6 of its 12 blocks at 112 px, 14x14 tokens (CPU DINO runs; the demo's)")
 _vit("vit_micro_p8_112", "vit_tiny_patch16_224", 112, 8, 64, depth=2, heads=2, tags=("cpu",),
      description="2-block ViT (64 dim) at 112 px, 14x14 tokens (long CPU DINO runs)")
+_vit("vit_small_p16_dinov3_224", "vit_small_patch16_dinov3", 224, 16, 384,
+     description="DINOv3 ViT-S/16 at 224 px (rotary position embeddings, 4 storage tokens), 14x14 tokens: "
+                 "the official DINOv3 weights' shape")
 _vit("vit_micro_p8_64", "vit_tiny_patch16_224", 64, 8, 64, depth=2, heads=2, tags=("cpu",),
      description="2-block ViT (64 dim) at 64 px, 8x8 tokens (tests and smoke runs only)")
 

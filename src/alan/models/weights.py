@@ -41,6 +41,7 @@ from alan.models.backbones import (
     Backbone,
     BackboneConfig,
     arch_spec,
+    create_vit,
     gray_stats,
     state_dict_mismatch,
 )
@@ -192,7 +193,7 @@ def import_backbone(path: str | Path, arch: str, key: str = "teacher",
     else:
         obj = read_checkpoint(path)
         state, layout = extract_vit_state(obj, key, path)
-        state, layout = convert_foreign_layout(state, layout, path)
+        state, layout = convert_foreign_layout(state, layout, path, arch)
         if isinstance(obj, Mapping) and isinstance(obj.get("alan"), Mapping):
             stored_mean, stored_std = obj["alan"].get("mean"), obj["alan"].get("std")
         origin = {"file": str(path), "sha256": file_sha256(path)}
@@ -240,15 +241,19 @@ def fold_layerscale(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tensor
     return out
 
 
-def convert_foreign_layout(state: dict[str, torch.Tensor], layout: str,
-                           path: str | Path | None = None) -> tuple[dict[str, torch.Tensor], str]:
-    """DINOv2 weights -> the plain ViT layout (see `fold_layerscale`); DINOv3 and register-token
-    checkpoints are refused in one line: their position encoding and extra tokens have no place
-    in the alan ViT architectures, so an import could not compute what the published model computes."""
+def convert_foreign_layout(state: dict[str, torch.Tensor], layout: str, path: str | Path | None = None,
+                           arch: str | None = None) -> tuple[dict[str, torch.Tensor], str]:
+    """DINOv2 weights -> the plain ViT layout (see `fold_layerscale`); DINOv3 weights -> timm's
+    DINOv3 ViT layout (timm's own converter, `timm.models.eva.checkpoint_filter_fn`), for a DINOv3
+    architecture only (`vit_small_p16_dinov3_224`): rotary position embeddings and storage tokens
+    have no place in the plain ViTs. DINOv2 register-token checkpoints are refused in one line."""
     if is_dinov3_layout(state):
-        raise DataError(path, "DINOv3 weights (rotary position embeddings and storage tokens) cannot be "
-                              "represented by the alan ViT architectures (absolute position embeddings, no "
-                              "register tokens); use the DINO or DINOv2 ViT-S weights")
+        if arch is None or not arch_spec(arch).timm_name.endswith("_dinov3"):
+            raise DataError(path, "DINOv3 weights (rotary position embeddings and storage tokens) need a DINOv3 "
+                                  "architecture: --arch vit_small_p16_dinov3_224")
+        from timm.models.eva import checkpoint_filter_fn
+
+        return checkpoint_filter_fn(dict(state), create_vit(arch)), f"dinov3:{layout}"
     if "register_tokens" in state or "reg_token" in state:
         raise DataError(path, "DINOv2 weights with register tokens (the *_reg4 models) cannot be represented by "
                               "the alan ViT architectures; use the plain DINOv2 ViT-S/14 weights")
