@@ -15,6 +15,7 @@ checkpoint (a bad option, bad data) leaves no run folder behind.
 from __future__ import annotations
 
 import json
+import os
 import shutil
 import sys
 from collections.abc import Iterator, Sequence
@@ -87,6 +88,9 @@ def run_folder(run_dir: str | Path, kind: str) -> Iterator[Path]:
     that ``--resume`` can continue it.
     """
     run_dir = Path(run_dir)
+    if _launched_rank() != 0:  # DDP: rank 0 owns the run folder (the others see it half-made)
+        yield run_dir
+        return
     check_run_dir(run_dir, kind)
     top = run_dir  # the outermost folder this run would create
     while not top.parent.exists():
@@ -101,6 +105,16 @@ def run_folder(run_dir: str | Path, kind: str) -> Iterator[Path]:
             if existed and not run_dir.exists():
                 run_dir.mkdir()
         raise
+
+
+def _launched_rank() -> int:
+    """0 for the first (or only) process of a run, non-zero for the other DDP processes (torchrun, SLURM
+    or Lightning's launcher set the environment)."""
+    for name in ("RANK", "SLURM_PROCID"):
+        if os.environ.get(name, "").isdigit():
+            return int(os.environ[name])
+    local, node = os.environ.get("LOCAL_RANK", ""), os.environ.get("NODE_RANK", "0")
+    return int(local) + int(node) if local.isdigit() and node.isdigit() else 0
 
 
 def start_run(run_dir: str | Path, kind: str) -> None:
