@@ -266,6 +266,19 @@ def save_artifact(out_dir: str | Path, tensors: dict[str, torch.Tensor], config:
     return config["hash"]
 
 
+ASSETS = Path(__file__).resolve().parent / "assets"
+"""Artifacts that ship with the package: ``assets/<folder>/<name>/``."""
+
+
+def bundled_artifact(folder: str, name: str, what: str, made_by: str) -> Path:
+    """The folder of an artifact shipped with alan (e.g. ``bundled_artifact("heads", ...)``), checked
+    to hold its weights and config; `what` and `made_by` (the script that makes it) word the error."""
+    path = ASSETS / folder / name
+    if not (path / CONFIG).is_file() or not (path / WEIGHTS).is_file():
+        raise ArtifactError(f"{path}: bundled {what} {name!r} is not there ({made_by} makes it)")
+    return path
+
+
 def load_artifact(path: str | Path, kind: str | None = None) -> tuple[dict[str, torch.Tensor], dict[str, Any]]:
     """Load (tensors, config) from an artifact folder, verifying its hash and, if given, its kind."""
     path = Path(path)

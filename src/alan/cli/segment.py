@@ -124,7 +124,10 @@ def evaluate(
         if video_record is not None:
             report["figures"].append(str(overlay_video(parcellator, {seg.target: seg}, video_record,
                                                        Path(figures) / f"overlay_{dataset.format}_{seg.target}.mp4")))
-        report["report"] = str(write_eval_report(report, seg.target, dataset.format, Path(figures) / "report.html"))
+        from alan.reports.protocol import write_segmentation_report
+
+        report["report"] = str(write_segmentation_report(report, f"alan segment eval: {seg.target} on {dataset.format}",
+                                                         Path(figures) / "report.html"))
     if save_masks is not None:
         from alan.pipelines.labelmaps import save_eval_masks
 
@@ -143,21 +146,6 @@ def evaluate(
                       f"{ef['median_ae_pred_vs_reference']:.1f} (ground-truth masks: "
                       f"{ef['mae_truth_masks_vs_reference']:.1f}), n={ef['n']}, "
                       f"{ef['n_pred_implausible']} predicted EFs outside 0-100 %")
-
-
-def write_eval_report(report: dict, target: str, fmt: str, path: Path) -> Path:
-    """The evaluation as one HTML page: the DICE table beside the baseline and oracle, the figures
-    and the overlay video (plays in the browser)."""
-    from alan.reports.html import Report
-
-    rep = Report(f"alan segment eval: {target} on {fmt}", intro=f"{report['n_frames']} annotated frames.")
-    sec = rep.section("DICE")
-    rows = [[t, ph, s["mean"], s["std"], s["n"], report.get("baseline", {}).get(t, {}).get(ph),
-             report.get("oracle", {}).get(t, {}).get(ph)] for t, phases in report["dice"].items() for ph, s in phases.items()]
-    sec.tables.append((fmt, ["target", "phase", "mean", "std", "n", "constant mask", "region oracle"], rows))
-    for f in report.get("figures", []):
-        sec.figures.append((Path(f), Path(f).stem.replace("_", " ")))
-    return rep.write(path)
 
 
 def register(app: typer.Typer) -> None:

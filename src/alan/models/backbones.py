@@ -27,7 +27,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alan.artifacts import load_artifact, save_artifact
+from alan.artifacts import bundled_artifact, load_artifact, save_artifact
 from alan.errors import AlanError, ArtifactError
 from alan.models.registry import IMAGENET_MEAN, IMAGENET_STD, ViTConfig, get_arch, list_archs
 
@@ -183,16 +183,9 @@ def load_backbone(path: str | Path, device: str | torch.device = "cpu") -> Backb
     return backbone.to(device).eval().requires_grad_(False)
 
 
-#: Backbones that ship with the package (``src/alan/assets/backbones/<name>/``).
-BUNDLED_DIR = Path(__file__).resolve().parents[1] / "assets" / "backbones"
-
-
 def bundled_backbone(name: str = "phantom_vit_tiny") -> Path:
     """Folder of a backbone artifact shipped with alan (e.g. the demo's locked phantom backbone)."""
-    path = BUNDLED_DIR / name
-    if not (path / "config.json").is_file() or not (path / "weights.safetensors").is_file():
-        raise ArtifactError(f"{path}: bundled backbone {name!r} is not there (scripts/train_demo_backbone.sh makes it)")
-    return path
+    return bundled_artifact("backbones", name, "backbone", "scripts/train_demo_backbone.sh")
 
 
 def _short(names: Sequence[str], limit: int = 6) -> str:

@@ -46,6 +46,14 @@ def _as_frames(frames: np.ndarray | torch.Tensor) -> np.ndarray:
 
 
 @torch.no_grad()
+def grid_logits(head: RaptorHead, tokens: torch.Tensor) -> torch.Tensor:
+    """The head's logits of patch tokens (N, g*g, D) on the token grid: (N, K, g, g)."""
+    logits = head(tokens)
+    g = head.grid_of(logits.shape[1])
+    return logits.transpose(1, 2).reshape(len(tokens), head.n_parcels, g, g)
+
+
+@torch.no_grad()
 def compute_tokens_and_logits(backbone: Any, head: RaptorHead, frames: np.ndarray | torch.Tensor,
                               batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """(CLS (T, D), token-grid logits (T, K, g, g)) of frames (T, H, W) (uint8, float in [0, 1], or MR intensities)."""
@@ -56,9 +64,7 @@ def compute_tokens_and_logits(backbone: Any, head: RaptorHead, frames: np.ndarra
     for i in range(0, len(frames_np), batch_size):
         x = resize_unit(to_unit(frames_np[i:i + batch_size]), size)
         cls, tokens = backbone(x)
-        logits = head(tokens.to(device))
-        g = head.grid_of(logits.shape[1])
-        out.append(logits.transpose(1, 2).reshape(len(x), head.n_parcels, g, g).cpu())
+        out.append(grid_logits(head, tokens.to(device)).cpu())
         cls_out.append(cls.float().cpu())
     if not out:
         return (torch.empty(0, backbone.embed_dim),
@@ -66,16 +72,10 @@ def compute_tokens_and_logits(backbone: Any, head: RaptorHead, frames: np.ndarra
     return torch.cat(cls_out), torch.cat(out)
 
 
-def compute_logits_grid(backbone: Any, head: RaptorHead, frames: np.ndarray | torch.Tensor,
-                        batch_size: int = 32) -> torch.Tensor:
-    """Token-grid logits (T, K, g, g) of frames (T, H, W)."""
-    return compute_tokens_and_logits(backbone, head, frames, batch_size)[1]
-
-
 @torch.no_grad()
-def upsample_argmax(logits: torch.Tensor, size: tuple[int, int], head: RaptorHead | None = None) -> np.ndarray:
-    """Parcels (T, H, W) from grid logits (T, K, g, g): `RaptorHead.parcels` (bilinear upsampling
-    before the argmax), a chunk of frames at a time."""
+def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+    """Parcels (T, H, W) from grid logits (T, K, g, g): `RaptorHead.parcels_of_logits` (bilinear
+    upsampling before the argmax), a chunk of frames at a time."""
     T, K = logits.shape[:2]
     H, W = size
     per = max(1, CHUNK_ELEMENTS // max(1, K * H * W))
@@ -86,18 +86,25 @@ def upsample_argmax(logits: torch.Tensor, size: tuple[int, int], head: RaptorHea
     return out
 
 
+def compute_cls_and_parcels(backbone: Any, head: RaptorHead, frames: np.ndarray | torch.Tensor,
+                            batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
+    """(CLS (T, D) float32, parcel ids (T, H, W) at the frames' own resolution, uint8 for K <= 256
+    else uint16) in one backbone pass."""
+    head.eval()
+    cls, logits = compute_tokens_and_logits(backbone, head, frames, batch_size)
+    return cls.numpy(), upsample_argmax(logits, tuple(_as_frames(frames).shape[-2:]))
+
+
 def compute_parcels(backbone: Any, head: RaptorHead, frames: np.ndarray | torch.Tensor, batch_size: int = 32) -> np.ndarray:
     """Parcel ids (T, H, W) at the frames' own resolution; uint8 (K <= 256) or uint16."""
-    head.eval()
-    logits = compute_logits_grid(backbone, head, frames, batch_size)
-    return upsample_argmax(logits, tuple(_as_frames(frames).shape[-2:]))
+    return compute_cls_and_parcels(backbone, head, frames, batch_size)[1]
 
 
 class Parcellator:
     """Backbone + RAPTOR head at a working resolution: frames -> parcel maps (N, size, size).
 
     Frames given to `__call__` / `cls_and_parcels` are already at the working size (see
-    `alan.transforms.spatial.to_square`); parcel maps come back at that size.
+    `alan.transforms.spatial.to_work`); parcel maps come back at that size.
     """
 
     def __init__(self, backbone: Any, head: Any, work_size: int = 112, batch_size: int = 32):
@@ -136,9 +143,7 @@ class Parcellator:
 
     def cls_and_parcels(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """(CLS features (N, D) float32, parcel maps (N, H, W)) in one backbone pass."""
-        self.head.eval()
-        cls, logits = compute_tokens_and_logits(self.backbone, self.head, frames, self.batch_size)
-        return cls.numpy(), upsample_argmax(logits, tuple(_as_frames(frames).shape[-2:]))
+        return compute_cls_and_parcels(self.backbone, self.head, frames, self.batch_size)
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         return compute_parcels(self.backbone, self.head, frames, batch_size=self.batch_size)

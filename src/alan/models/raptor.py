@@ -32,7 +32,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from alan.artifacts import load_artifact, save_artifact
+from alan.artifacts import bundled_artifact, load_artifact, save_artifact
 from alan.errors import ArtifactError
 
 KIND = "raptor_head"
@@ -170,15 +170,9 @@ class RaptorHead(nn.Module):
         return self.parcels_of_logits(self._as_logits(x, is_logits), size)
 
 
-BUNDLED_HEADS = Path(__file__).resolve().parents[1] / "assets" / "heads"
-
-
 def bundled_head(name: str = "phantom_default") -> Path:
     """Folder of a RAPTOR head shipped with alan (trained on the bundled backbone; see its README)."""
-    path = BUNDLED_HEADS / name
-    if not (path / "config.json").is_file() or not (path / "weights.safetensors").is_file():
-        raise ArtifactError(f"{path}: bundled RAPTOR head {name!r} is not there (scripts/train_bundled_head.sh makes it)")
-    return path
+    return bundled_artifact("heads", name, "RAPTOR head", "scripts/train_bundled_head.sh")
 
 
 def save_head(head: RaptorHead, out_dir: str | Path, *, backbone_hash: str | None, loss: dict[str, Any] | None = None,

@@ -33,7 +33,7 @@ from alan.downstream.knn import WeightedKNN
 from alan.downstream.parcel_to_segment import ParcelToSegment
 from alan.errors import AlanError, DataError
 from alan.pipelines.labelmaps import LABEL_IDS, masks_to_labels, write_label_map
-from alan.pipelines.segment import Parcellator, labels_to_native, mask_ef, masks_to_native, to_work
+from alan.pipelines.segment import Parcellator, labels_to_native, mask_ef, native_masks, to_work
 from alan.records import Record
 
 STUDY_KIND = "analyze"
@@ -110,7 +110,7 @@ def analyze_frames(record: Record, frames: np.ndarray, parcellator: Parcellator,
         cls, parcels = parcellator.cls_and_parcels(work)
     else:
         cls, parcels = None, parcellator(work)
-    masks = {t: np.stack(masks_to_native(m.predict(parcels), [shape] * len(frames))) for t, m in segmenters.items()}
+    masks = native_masks(segmenters, parcels, shape)
     fps = record.meta.get("FPS") or record.meta.get("fps")
     fps = float(fps) if fps else None
     areas = masks["LV"].sum(axis=(1, 2)).astype(float)
@@ -171,8 +171,7 @@ def write_record(folder: str | Path, record: Record, frames: np.ndarray, summary
     frames = frames[None] if frames.ndim == 2 else frames
     with atomic_dir(folder, RECORD_KIND) as tmp:
         write_label_map(tmp / "labels.nii.gz", masks_to_labels(masks), record.spacing, f"alan {'+'.join(masks)} masks")
-        save_overlay_mp4(tmp / "overlay.mp4", frames, parcels, fps=float(summary["fps"] or 25.0),
-                         masks=[{t: m[i] for t, m in masks.items()} for i in range(len(frames))])
+        save_overlay_mp4(tmp / "overlay.mp4", frames, parcels, fps=float(summary["fps"] or 25.0), masks=masks)
         areas = np.asarray(summary.get("lv_area_mm2") or summary["lv_area_px"])
         area_curve(areas, summary["ed_frames"], summary["es_frames"], tmp / "lv_area.png",
                    title=f"LV area [{summary['area_unit']}], {record.id}")

@@ -76,7 +76,7 @@ def collect_probe_frames(records: Sequence[Record], work_size: int = 112) -> Pro
             labels.append(rec.label)
             ids.append(rec.id)
     present = [s for s in STRUCTURES if any(s in m for m in masks)]
-    work = to_work(images, work_size) if images else np.zeros((0, work_size, work_size), np.uint8)
+    work = to_work(images, work_size) if images else np.zeros((0, work_size, work_size), np.float32)
     by_structure = {}
     for s in present:
         per = [m[s] if s in m else np.zeros(img.shape[:2], bool) for m, img in zip(masks, images)]
@@ -170,7 +170,7 @@ def probe_backbone(backbone: Any, fit_records: Sequence[Record], eval_records: S
                                  "per_structure": {s: float(v) for s, v in zip(structures, per)}}
         result["views"] = _view_probe(cls_fit, fit.labels, cls_test, test.labels)
         if head is not None:
-            result["parcels"] = _head_probe(backbone, head, fit, test, structures, batch_size)
+            result["parcels"] = _head_probe(head, fit, test, tok_fit, tok_test, structures)
     else:
         result["views"] = None
     if result.get("views") is None:
@@ -205,12 +205,19 @@ def _record_view_probe(backbone: Any, fit_records: Sequence[Record], eval_record
                        cls_features(backbone, test, batch_size), [r.label for r in test])
 
 
-def _head_probe(backbone: Any, head: Any, fit: ProbeFrames, test: ProbeFrames, structures: list[str],
-                batch_size: int) -> dict[str, Any]:
-    from alan.pipelines.parcels import compute_parcels
+def _parcels(head: Any, tokens: np.ndarray, size: int) -> np.ndarray:
+    """Parcel maps (N, size, size) from patch tokens already computed (no second backbone pass)."""
+    from alan.models.parcellator import grid_logits, upsample_argmax
 
-    p_fit = compute_parcels(backbone, head, fit.images, batch_size=batch_size)
-    p_test = compute_parcels(backbone, head, test.images, batch_size=batch_size)
+    head.eval()
+    device = next(head.parameters()).device
+    return upsample_argmax(grid_logits(head, torch.from_numpy(tokens).to(device)).cpu(), (size, size))
+
+
+def _head_probe(head: Any, fit: ProbeFrames, test: ProbeFrames, tok_fit: np.ndarray, tok_test: np.ndarray,
+                structures: list[str]) -> dict[str, Any]:
+    p_fit = _parcels(head, tok_fit, fit.images.shape[-1])
+    p_test = _parcels(head, tok_test, test.images.shape[-1])
     out: dict[str, Any] = {"K": int(head.n_parcels),
                            "per_frame": float(np.mean([len(np.unique(p)) for p in p_test])),
                            "region_oracle": {}, "class_set_oracle": {}}

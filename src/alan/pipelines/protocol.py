@@ -20,7 +20,6 @@ from rich.console import Console
 
 from alan.data import Dataset, open_dataset
 from alan.errors import AlanError
-from alan.downstream.parcel_to_segment import ParcelToSegment
 from alan.pipelines.segment import (Parcellator, collect_annotated, evaluate_segmenter, fit_baseline, fit_segmenter,
                                     overlay_video, segmentation_report)
 from alan.training import RunOptions
@@ -144,7 +143,7 @@ def run_protocol(backbone: Any, out: Path, *, echonet: Path | None, camus: Path 
             if scored["note"]:
                 console.print(f"[yellow]note:[/] {ds.format}: {scored['note']}")
             results.setdefault("scored_splits", {})[ds.format] = scored
-            evals = {}
+            evals, fitted = {}, {}
             for target in targets:
                 with timer.stage(f"parcel-to-segment {target} on {ds.format}"):
                     fit_frames = collect_annotated(fit_records, target, progress=config.progress)
@@ -153,14 +152,14 @@ def run_protocol(backbone: Any, out: Path, *, echonet: Path | None, camus: Path 
                     baseline = fit_baseline(fit_frames, target, config.work_size)
                     path = out / "models" / f"{ds.format}_{target}.json"
                     model.to_json(path)
+                    fitted[target] = model
                     results["segment_models"][f"{ds.format}_{target}"] = str(path)
                     evals[target] = evaluate_segmenter(model, parcellator, test_records, progress=config.progress,
                                                        baseline=baseline)
             results["segmentation"][ds.format] = segmentation_report(evals, ds.format, fig_dir)
             video_record = next((r for r in test_records if (r.n_frames or 0) > 1), None)
             if video_record is not None:  # one test recording as a video for the HTML report
-                models = {t: ParcelToSegment.from_json(results["segment_models"][f"{ds.format}_{t}"]) for t in targets}
-                video = overlay_video(parcellator, models, video_record, fig_dir / f"overlay_{ds.format}.mp4")
+                video = overlay_video(parcellator, fitted, video_record, fig_dir / f"overlay_{ds.format}.mp4")
                 results["segmentation"][ds.format].setdefault("figures", []).append(str(video))
     if tmed2:
         tds = open_dataset(tmed2, "tmed2")

@@ -148,6 +148,11 @@ def evaluate_segmenter(model: ParcelToSegment, parcellator: Parcellator, records
     return result
 
 
+def native_masks(models: dict[str, ParcelToSegment], parcels: np.ndarray, shape: tuple[int, int]) -> dict[str, np.ndarray]:
+    """Each model's masks of work-size parcel maps (T, S, S), back at the frames' `shape`: {target: bool (T, H, W)}."""
+    return {t: np.stack(masks_to_native(m.predict(parcels), [shape] * len(parcels))) for t, m in models.items()}
+
+
 def overlay_video(parcellator: Parcellator, models: dict[str, ParcelToSegment], record: Record, path: Any,
                   max_frames: int = 64) -> Any:
     """An H.264 MP4 of `record` (its first `max_frames` frames) with parcel boundaries and each
@@ -158,11 +163,9 @@ def overlay_video(parcellator: Parcellator, models: dict[str, ParcelToSegment], 
     frames = (frames[None] if frames.ndim == 2 else frames)[:max_frames]
     shape = frames.shape[1:]
     parcels = parcellator(to_work(list(frames), parcellator.work_size))
-    masks = {t: np.stack(masks_to_native(m.predict(parcels), [shape] * len(frames))) for t, m in models.items()}
     native = np.stack([labels_to_native(p, shape) for p in parcels])
     fps = float(record.meta.get("FPS") or record.meta.get("fps") or 25.0)
-    return save_overlay_mp4(path, frames, native, fps=fps,
-                            masks=[{t: m[i] for t, m in masks.items()} for i in range(len(frames))])
+    return save_overlay_mp4(path, frames, native, fps=fps, masks=native_masks(models, parcels, shape))
 
 
 def mask_ef(ed_mask: np.ndarray, es_mask: np.ndarray) -> float:

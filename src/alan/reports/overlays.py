@@ -10,7 +10,7 @@ the parcels, bilinear for the image) so that one-pixel boundaries stay readable.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from pathlib import Path
 
 import cv2
@@ -141,10 +141,13 @@ def write_h264(path: str | Path, frames: Iterable[np.ndarray], fps: float = 25.0
 
 
 def save_overlay_mp4(path: str | Path, frames: np.ndarray, parcels: np.ndarray, fps: float = 25.0,
-                     min_side: int = 256, masks: Sequence | None = None) -> Path:
+                     min_side: int = 256, masks: Sequence | Mapping[str, np.ndarray] | None = None) -> Path:
     """Every frame's boundary overlay as an H.264 MP4 (plays in browsers), written atomically;
-    `masks[i]` (a bool array, a {label: bool array} dict, or None) is drawn in green on frame i."""
+    `masks[i]` (a bool array, a {label: bool array} dict, or None) is drawn in green on frame i, or
+    `masks` is {label: bool (T, H, W)}: every label's mask of each frame."""
     frames, parcels = np.asarray(frames), np.asarray(parcels)
+    if isinstance(masks, Mapping):
+        masks = [{t: m[i] for t, m in masks.items()} for i in range(len(frames))]
     scale = _scale_for(frames.shape[-2:], min_side)
     overlays = (boundary_overlay(f, p, None if masks is None else masks[i], scale=scale)
                 for i, (f, p) in enumerate(zip(frames, parcels)))

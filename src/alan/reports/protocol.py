@@ -34,6 +34,38 @@ def print_summary(results: dict[str, Any], console: Console) -> None:
     console.print(t)
 
 
+def add_segmentation(section: Any, fmt: str, r: dict[str, Any]) -> None:
+    """One dataset's segmentation report (`segmentation_report`) into an HTML section: the DICE table
+    beside the constant-mask baseline, the oracles and the paper, the EF errors, the figures and videos."""
+    rows = []
+    for target, phases in r["dice"].items():
+        for phase, s in phases.items():
+            paper = (r.get("paper") or {}).get(target, {}).get(phase)
+            rows.append([target, phase, s["mean"], s["std"], s["n"],
+                         r.get("baseline", {}).get(target, {}).get(phase), r["oracle"][target].get(phase),
+                         r.get("class_set_oracle", {}).get(target, {}).get(phase),
+                         None if paper is None else paper / 100])
+    section.tables.append((fmt, ["target", "phase", "mean", "std", "n", "constant mask (baseline)", "region oracle",
+                                 "best class set", "paper (real data)"], rows))
+    if r.get("ef"):
+        section.paragraphs.append(f"{fmt} EF ({r['ef']['method']}): MAE vs the dataset's EF "
+                                  f"{r['ef']['mae_pred_vs_reference']:.1f} points (median "
+                                  f"{r['ef']['median_ae_pred_vs_reference']:.1f}; {r['ef']['n_pred_implausible']} of "
+                                  f"{r['ef']['n']} predicted EFs outside 0-100 %); with ground-truth masks "
+                                  f"{r['ef']['mae_truth_masks_vs_reference']:.1f}.")
+    for f in r.get("figures", []):
+        section.figures.append((Path(f), Path(f).stem.replace("_", " ")))
+
+
+def write_segmentation_report(report: dict[str, Any], title: str, path: Path) -> Path:
+    """One evaluation (`alan segment eval`) as an HTML page, laid out as the protocol's section."""
+    from alan.reports.html import Report
+
+    rep = Report(title, intro=f"{report['n_frames']} annotated frames.")
+    add_segmentation(rep.section("DICE"), report["format"], report)
+    return rep.write(path)
+
+
 def write_report(results: dict[str, Any], path: Path, title: str = "alan demo on the built-in phantoms") -> Path:
     from alan.reports.html import Report
 
@@ -43,24 +75,7 @@ def write_report(results: dict[str, Any], path: Path, title: str = "alan demo on
                        "All numbers are on held-out test records of synthetic data.")
     seg = rep.section("Segmentation (parcel-to-segment), DICE")
     for fmt, r in results["segmentation"]["by_dataset"].items():
-        rows = []
-        for target, phases in r["dice"].items():
-            for phase, s in phases.items():
-                paper = (r.get("paper") or {}).get(target, {}).get(phase)
-                rows.append([target, phase, s["mean"], s["std"], s["n"],
-                             r.get("baseline", {}).get(target, {}).get(phase), r["oracle"][target].get(phase),
-                             r.get("class_set_oracle", {}).get(target, {}).get(phase),
-                             None if paper is None else paper / 100])
-        seg.tables.append((fmt, ["target", "phase", "mean", "std", "n", "constant mask (baseline)", "region oracle",
-                                 "best class set", "paper (real data)"], rows))
-        if r.get("ef"):
-            seg.paragraphs.append(f"{fmt} EF ({r['ef']['method']}): MAE vs the dataset's EF "
-                                  f"{r['ef']['mae_pred_vs_reference']:.1f} points (median "
-                                  f"{r['ef']['median_ae_pred_vs_reference']:.1f}; {r['ef']['n_pred_implausible']} of "
-                                  f"{r['ef']['n']} predicted EFs outside 0-100 %); with ground-truth masks "
-                                  f"{r['ef']['mae_truth_masks_vs_reference']:.1f}.")
-        for f in r.get("figures", []):
-            seg.figures.append((Path(f), Path(f).stem.replace("_", " ")))
+        add_segmentation(seg, fmt, r)
     if "views" in results:
         v = results["views"]
         sec = rep.section("View classification (weighted kNN), accuracy")
