@@ -25,7 +25,7 @@ from starlette.middleware.trustedhost import TrustedHostMiddleware
 
 from alan.errors import AlanError
 from alan.pipelines.pick import PathPolicy, PathRefused, PickSession
-from alan.pipelines.segment import masks_to_native, masks_to_work
+from alan.transforms.spatial import masks_to_native, masks_to_work
 from alan.reports.overlays import boundary_overlay
 
 HEADER = "x-alan-pick"

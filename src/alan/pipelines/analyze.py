@@ -33,7 +33,9 @@ from alan.downstream.knn import WeightedKNN
 from alan.downstream.parcel_to_segment import ParcelToSegment
 from alan.errors import AlanError, DataError
 from alan.pipelines.labelmaps import LABEL_IDS, masks_to_labels, write_label_map
-from alan.pipelines.segment import Parcellator, labels_to_native, mask_ef, native_masks, to_work
+from alan.models.parcellator import Parcellator
+from alan.pipelines.segment import mask_ef, native_masks
+from alan.transforms.spatial import labels_to_native, to_work
 from alan.records import Record
 
 STUDY_KIND = "analyze"

@@ -82,7 +82,7 @@ def save_eval_masks(result: Any, records: Sequence[Record], out: str | Path) -> 
     with the label ids; `result` is a `SegmentationResult`. The folder is written atomically."""
     from alan.artifacts import atomic_dir, atomic_write_json
     from alan.pipelines.parcels import safe_name
-    from alan.pipelines.segment import labels_to_native
+    from alan.transforms.spatial import labels_to_native
 
     by_id = {r.id: r for r in records}
     label = LABEL_IDS.get(result.target)

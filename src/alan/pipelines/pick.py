@@ -32,7 +32,9 @@ from alan.artifacts import atomic_write_json
 from alan.downstream.parcel_to_segment import ParcelToSegment, check_model_output
 from alan.errors import AlanError, ArtifactError
 from alan.metrics import dice
-from alan.pipelines.segment import PHASES, Parcellator, collect_annotated, fit_segmenter, masks_to_native, to_work
+from alan.models.parcellator import Parcellator
+from alan.pipelines.segment import PHASES, collect_annotated, fit_segmenter
+from alan.transforms.spatial import masks_to_native, to_work
 from alan.records import Record
 
 #: Value of the ``source`` field of a model saved by the picker.

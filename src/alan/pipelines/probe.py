@@ -40,7 +40,8 @@ from alan.downstream.parcel_to_segment import class_set_oracle, region_oracle
 from alan.errors import AlanError
 from alan.metrics import dice
 from alan.records import LABELS, Record
-from alan.pipelines.segment import PHASES, masks_to_work, to_work
+from alan.pipelines.segment import PHASES
+from alan.transforms.spatial import masks_to_work, to_work
 
 #: Structures the probe looks for, in this order (those present in the data are used).
 STRUCTURES: tuple[str, ...] = LABELS

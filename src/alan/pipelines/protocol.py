@@ -20,8 +20,9 @@ from rich.console import Console
 
 from alan.data import Dataset, open_dataset
 from alan.errors import AlanError
-from alan.pipelines.segment import (Parcellator, collect_annotated, evaluate_segmenter, fit_baseline, fit_segmenter,
-                                    overlay_video, segmentation_report)
+from alan.models.parcellator import Parcellator
+from alan.pipelines.segment import (collect_annotated, evaluate_segmenter, fit_baseline, fit_segmenter, overlay_video,
+                                    segmentation_report)
 from alan.training import RunOptions
 
 
