@@ -52,7 +52,7 @@ import os  # noqa: E402
 import pytest  # noqa: E402
 
 from alan.errors import AlanError, ArtifactError, DataError  # noqa: E402
-from alan.training import check_run_dir, run_folder  # noqa: E402
+from alan.training import check_run_dir, run_folder, start_run  # noqa: E402
 
 
 def _opts(**kw):
@@ -164,3 +164,14 @@ def test_non_strict_module_resumes_and_a_mismatch_is_still_refused(tmp_path):
     assert trainer.global_step == 16
     with pytest.raises(DataError, match=r"another model or architecture \(shape mismatch \(2\): lin.weight"):
         fit(_Locked(out=2), _opts(resume=True), tmp_path, train_dataloaders=_loader())
+
+
+def test_only_the_first_ddp_process_writes_the_run_folder(tmp_path, monkeypatch):
+    """Another rank creating the folder (or half a marker) while rank 0 checks it would make rank 0
+    refuse its own run folder as foreign."""
+    monkeypatch.setenv("RANK", "1")
+    start_run(tmp_path / "run", "dino_run")
+    assert not (tmp_path / "run").exists()
+    monkeypatch.setenv("RANK", "0")
+    start_run(tmp_path / "run", "dino_run")
+    assert json.loads((tmp_path / "run" / ".alan-output.json").read_text()) == {"kind": "dino_run"}

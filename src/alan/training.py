@@ -14,7 +14,6 @@ checkpoint (a bad option, bad data) leaves no run folder behind.
 
 from __future__ import annotations
 
-import json
 import os
 import shutil
 import sys
@@ -28,7 +27,7 @@ import lightning as L
 from lightning.pytorch.callbacks import Callback, ModelCheckpoint
 from lightning.pytorch.loggers import CSVLogger, TensorBoardLogger
 
-from alan.artifacts import MARKER, check_output_dir, output_kind
+from alan.artifacts import MARKER, atomic_write_json, check_output_dir, output_kind
 from alan.errors import AlanError, ArtifactError
 from alan.step_estimate import StepTimeEstimate
 
@@ -88,7 +87,7 @@ def run_folder(run_dir: str | Path, kind: str) -> Iterator[Path]:
     that ``--resume`` can continue it.
     """
     run_dir = Path(run_dir)
-    if _launched_rank() != 0:  # DDP: rank 0 owns the run folder (the others see it half-made)
+    if launched_rank() != 0:  # DDP: rank 0 owns the run folder (the others see it half-made)
         yield run_dir
         return
     check_run_dir(run_dir, kind)
@@ -107,7 +106,7 @@ def run_folder(run_dir: str | Path, kind: str) -> Iterator[Path]:
         raise
 
 
-def _launched_rank() -> int:
+def launched_rank() -> int:
     """0 for the first (or only) process of a run, non-zero for the other DDP processes (torchrun, SLURM
     or Lightning's launcher set the environment)."""
     for name in ("RANK", "SLURM_PROCID"):
@@ -118,12 +117,18 @@ def _launched_rank() -> int:
 
 
 def start_run(run_dir: str | Path, kind: str) -> None:
-    """Create the run folder and its marker: called when work starts, not before."""
+    """Create the run folder and its marker: called when work starts, not before.
+
+    Only the first process does this: under DDP another rank writing the folder while rank 0
+    checks it would look like a foreign folder to rank 0. The marker is written atomically.
+    """
+    if launched_rank() != 0:
+        return
     run_dir = Path(run_dir)
     run_dir.mkdir(parents=True, exist_ok=True)
     marker = run_dir / MARKER
     if not marker.is_file():
-        marker.write_text(json.dumps({"kind": kind}) + "\n")
+        atomic_write_json(marker, {"kind": kind})
 
 
 def keep_earlier_logs(log_dir: Path) -> None:
@@ -207,7 +212,7 @@ def fit(module: L.LightningModule, opts: RunOptions, run_dir: str | Path, *, tra
         _say(f"nothing to resume in {run_dir} (no checkpoints/last.ckpt): starting from step 0")
     trainer = make_trainer(opts, run_dir, callbacks, **overrides)
     start_run(run_dir, kind or f"{type(module).__name__.lower()}_run")
-    if ckpt_path is not None:
+    if ckpt_path is not None and launched_rank() == 0:
         keep_earlier_logs(Path(run_dir) / "logs")
     with torch.serialization.safe_globals(list(SAFE_GLOBALS)):
         trainer.fit(module, train_dataloaders=train_dataloaders, val_dataloaders=val_dataloaders,

@@ -207,3 +207,16 @@ def test_position_head_round_trips_through_its_artifact(tmp_path):
     back = load_head(tmp_path / "h")
     x = torch.randn(1, 16, 6)
     assert back.position == 0.5 and back.grid == 4 and torch.allclose(back(x), head(x))
+
+
+def test_disk_token_cache_of_another_ddp_rank_stays_out_of_the_run_folder(tmp_path, monkeypatch):
+    from alan.models.raptor_module import TokenCache, _cache_path
+
+    monkeypatch.setenv("RANK", "1")
+    path = _cache_path(tmp_path / "run")
+    cache = TokenCache([3, 2], 4, 8, path)
+    assert path.is_file() and not (tmp_path / "run").exists()
+    cache.close()
+    assert not path.parent.exists()
+    monkeypatch.setenv("RANK", "0")
+    assert _cache_path(tmp_path / "run") == tmp_path / "run" / "token_cache.f16"

@@ -39,7 +39,7 @@ from alan.data.frames import FrameDataModule, FrameDataset, fingerprint
 from alan.errors import AlanError
 from alan.models.backbones import Backbone, BackboneConfig, arch_spec, create_vit, gray_stats
 from alan.records import Record
-from alan.training import RunOptions, fit, run_folder
+from alan.training import RunOptions, fit, launched_rank, run_folder
 from alan.transforms.multicrop import MultiCrop, _mix64, default_local_size, sample_keys
 
 
@@ -264,7 +264,8 @@ def data_stats(dataset: FrameDataset, fp: str, run_dir: str | Path, max_records:
         except (ValueError, KeyError):
             pass
     mean, std = dataset.mean_std(max_records)
-    atomic_write_json(path, {"fingerprint": fp, "max_records": max_records, "mean": mean, "std": std})
+    if launched_rank() == 0:  # DDP: every rank computes the same statistics; only rank 0 writes the run folder
+        atomic_write_json(path, {"fingerprint": fp, "max_records": max_records, "mean": mean, "std": std})
     return mean, std
 
 

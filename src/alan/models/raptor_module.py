@@ -17,6 +17,7 @@ for the measurement behind this rule); "disk" keeps it in a memmap file in the r
 from __future__ import annotations
 
 import os
+import tempfile
 import time
 from dataclasses import asdict
 from pathlib import Path
@@ -33,7 +34,7 @@ from alan.errors import AlanError
 from alan.models.raptor import RaptorHead, save_head
 from alan.models.straptor import PRESETS, StraptorConfig, StraptorLoss
 from alan.records import Record
-from alan.training import RunOptions, fit, last_checkpoint, run_folder
+from alan.training import RunOptions, fit, last_checkpoint, launched_rank, run_folder
 
 CACHE_MODES = ("auto", "memory", "disk", "off")
 
@@ -97,6 +98,8 @@ class TokenCache:
         if self.path is not None:
             del self.data
             self.path.unlink(missing_ok=True)
+            if self.path.parent.name.startswith(_TEMP_PREFIX):
+                self.path.parent.rmdir()
 
 
 class RaptorModule(L.LightningModule):
@@ -197,6 +200,18 @@ def token_stats(module: RaptorModule, loader: DataLoader) -> tuple[torch.Tensor,
     return mean.float().cpu(), std.float().cpu()
 
 
+def _cache_path(out_dir: Path) -> Path:
+    """The disk token cache: in the run folder for rank 0; the other DDP ranks keep theirs in the
+    system's temporary folder (only rank 0 writes the run folder, see `alan.training.run_folder`)."""
+    rank = launched_rank()
+    if rank == 0:
+        return out_dir / "token_cache.f16"
+    return Path(tempfile.mkdtemp(prefix=f"{_TEMP_PREFIX}rank{rank}-")) / "token_cache.f16"
+
+
+_TEMP_PREFIX = "alan-token-cache-"
+
+
 RUN_KIND = "raptor_run"
 #: Run options that do not change the head (a progress bar; resuming reproduces the uninterrupted
 #: run): kept in the artifact's non-hashed ``run_info``.
@@ -228,7 +243,7 @@ def train_raptor(backbone: Any, records: list[Record], out_dir: str | Path, *, n
     with run_folder(out_dir, RUN_KIND):  # a failure before the first checkpoint leaves no run folder
         token_cache = None
         if mode != "off":
-            token_cache = TokenCache(dataset.n_frames, n_tokens, dim, out_dir / "token_cache.f16" if mode == "disk" else None)
+            token_cache = TokenCache(dataset.n_frames, n_tokens, dim, _cache_path(out_dir) if mode == "disk" else None)
             dataset.skip_frames = token_cache.has
         L.seed_everything(opts.seed, verbose=False)  # the head's init must not depend on what ran before in the process
         head = RaptorHead(dim, n_parcels, dropout, position=position, grid=backbone.grid)
