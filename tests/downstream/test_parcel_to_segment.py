@@ -563,3 +563,22 @@ def test_to_json_replaces_only_an_earlier_model(tmp_path):
     model.to_json(tmp_path / "lv.json")
     model.to_json(tmp_path / "lv.json")  # an earlier model is replaced
     assert ParcelToSegment.from_json(tmp_path / "lv.json").interior_parcels_ == model.interior_parcels_
+
+
+def test_from_interior_builds_the_model_of_given_k_booleans(tmp_path):
+    """A model from K booleans (an expert's choice) predicts like a fitted model given the same
+    booleans, round-trips through JSON, and refuses what is not K booleans."""
+    fitted, parcels = small_fit(snake=False)
+    chosen = np.zeros(fitted.n_parcels_, dtype=bool)
+    chosen[[2, 5, 7]] = True
+    given = ParcelToSegment.from_interior(chosen, {"backbone_hash": "b0b0", "head_hash": "h1h1"},
+                                          **{**fitted.get_params(), "n_parcels": None})
+    assert given.n_parcels_ == fitted.n_parcels_ and given.stats_["n_images"] == 0
+    np.testing.assert_array_equal(given.predict(parcels), fitted.with_interior([2, 5, 7]).predict(parcels))
+    given.to_json(tmp_path / "lv.json")
+    back = ParcelToSegment.from_json(tmp_path / "lv.json")
+    assert back.interior_parcels_ == [2, 5, 7] and back.get_params() == given.get_params()
+    with pytest.raises(ValueError, match="K booleans"):
+        ParcelToSegment.from_interior([2, 5, 7], {})
+    with pytest.raises(ValueError, match="location prior"):
+        ParcelToSegment.from_interior(chosen, {}, component_by="prior")

@@ -368,12 +368,11 @@ class ParcelToSegment(BaseEstimator):
         hyper["target"] = doc["target"]
         hyper.setdefault("component_by", "regions")  # files written before the option counted regions
         stats = doc.get("stats", {})
-        model = cls(**hyper)
-        model.n_parcels_ = k
-        if "location_prior" in doc:
-            model.prior_ = np.asarray(doc["location_prior"], dtype=np.float32)
-        model.interior_ = np.zeros(k, dtype=bool)
-        model.interior_[ids] = True
+        interior = np.zeros(k, dtype=bool)
+        interior[ids] = True
+        prior = doc.get("location_prior")
+        model = cls.from_interior(interior, doc["provenance"],
+                                  prior=None if prior is None else np.asarray(prior, dtype=np.float32), **hyper)
 
         def arr(name: str, dtype: Any, fill: Any) -> np.ndarray:
             v = stats.get(name)
@@ -390,8 +389,37 @@ class ParcelToSegment(BaseEstimator):
             "n_overlapping": arr("n_overlapping", np.int64, 0),
             "identified": arr("identified", bool, False),
         }
-        model.provenance_ = dict(doc["provenance"])
         model._path = None if path is None else Path(path)
+        return model
+
+    @classmethod
+    def from_interior(cls, interior: Any, provenance: Mapping[str, Any], *, prior: np.ndarray | None = None,
+                      **hyperparameters: Any) -> ParcelToSegment:
+        """A model whose K booleans are given rather than fitted (an expert's choice, a picked
+        model), with no fitting statistics; `prior` is the location prior ``component_by="prior"`` needs."""
+        interior = np.asarray(interior)
+        if interior.ndim != 1 or interior.dtype != bool or len(interior) == 0:
+            raise ValueError(f"interior must be K booleans, got {interior.dtype} of shape {interior.shape}")
+        k = len(interior)
+        hyperparameters.pop("n_parcels", None)
+        model = cls(n_parcels=k, **hyperparameters)
+        if model.component_by == "prior" and prior is None:
+            raise ValueError("component_by='prior' needs the location prior (prior=...)")
+        model.n_parcels_ = k
+        model.interior_ = interior.copy()
+        if prior is not None:
+            model.prior_ = np.asarray(prior, dtype=np.float32)
+        model.stats_ = {
+            "n_images": 0,
+            "presence": np.full(k, np.nan),
+            "hit_rate": np.full(k, np.nan),
+            "mean_overlap": np.full(k, np.nan),
+            "n_present": np.zeros(k, np.int64),
+            "n_overlapping": np.zeros(k, np.int64),
+            "identified": np.zeros(k, dtype=bool),
+        }
+        model.provenance_ = dict(provenance)
+        model._path = None
         return model
 
     @property

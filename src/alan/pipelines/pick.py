@@ -59,20 +59,7 @@ def open_parcellator(backbone: str | Path | None, head: str | Path | None, work_
 
 def blank_model(n_parcels: int, target: str, provenance: dict[str, Any]) -> ParcelToSegment:
     """A model with no interior parcel and no fitting statistics (what an expert starts from)."""
-    model = ParcelToSegment(target=target, n_parcels=n_parcels)
-    model.n_parcels_ = int(n_parcels)
-    model.interior_ = np.zeros(n_parcels, dtype=bool)
-    model.stats_ = {
-        "n_images": 0,
-        "presence": np.full(n_parcels, np.nan),
-        "hit_rate": np.full(n_parcels, np.nan),
-        "mean_overlap": np.full(n_parcels, np.nan),
-        "n_present": np.zeros(n_parcels, np.int64),
-        "n_overlapping": np.zeros(n_parcels, np.int64),
-        "identified": np.zeros(n_parcels, dtype=bool),
-    }
-    model.provenance_ = dict(provenance)
-    return model
+    return ParcelToSegment.from_interior(np.zeros(int(n_parcels), dtype=bool), provenance, target=target)
 
 
 def picked_document(model: ParcelToSegment, by: str | None = None, when: datetime | None = None) -> dict[str, Any]:
