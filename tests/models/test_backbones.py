@@ -46,6 +46,30 @@ def test_dynamic_vit_has_the_same_state_dict_and_output():
     assert dynamic.forward_features(torch.randn(1, 3, 24, 24)).shape == (1, 1 + 9, 64)
 
 
+def test_a_larger_input_size_gives_a_finer_grid_with_resampled_position_embeddings(micro):
+    from timm.layers import resample_abs_pos_embed
+
+    frames = torch.rand(2, 40, 50)
+    cls, tokens = micro(frames, 128)
+    assert micro.grid_at(128) == 16 and tokens.shape == (2, 256, micro.embed_dim)
+    # oracle: a static ViT built at 128 px with timm's own resampling of the trained position embeddings
+    static = create_vit("vit_micro_p8_64")
+    static = timm.create_model("vit_tiny_patch16_224", pretrained=False, num_classes=0, img_size=128, patch_size=8,
+                               embed_dim=static.embed_dim, depth=len(static.blocks),
+                               num_heads=static.blocks[0].attn.num_heads).eval()
+    sd = dict(micro.vit.state_dict())
+    sd["pos_embed"] = resample_abs_pos_embed(sd["pos_embed"], (16, 16), num_prefix_tokens=1)
+    static.load_state_dict(sd, strict=True)
+    with torch.no_grad():
+        want = static.forward_features(micro.prepare(frames, 128))
+    torch.testing.assert_close(cls, want[:, 0])
+    torch.testing.assert_close(tokens, want[:, 1:])
+    # the default is the training size, unchanged
+    assert micro(frames)[1].shape == (2, 64, micro.embed_dim)
+    with pytest.raises(AlanError, match="multiple of the patch size 8"):
+        micro.prepare(frames, 100)
+
+
 def test_prepare_is_resize_replicate_standardise(micro):
     frames = torch.from_numpy(np.random.default_rng(0).integers(0, 256, (3, 40, 50), dtype=np.uint8))
     x = micro.prepare(frames)

@@ -30,9 +30,9 @@ def test_cls_and_parcels_is_one_pass_with_the_same_parcels():
     calls = []
     forward = p.backbone.forward
 
-    def counted(x):
+    def counted(x, *size):
         calls.append(len(x))
-        return forward(x)
+        return forward(x, *size)
 
     p.backbone.forward = counted
     cls, parcels = p.cls_and_parcels(frames)

@@ -4,7 +4,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from alan.errors import ArtifactError
+from alan.errors import AlanError, ArtifactError
 from alan.models.raptor import RaptorHead, load_head, save_head
 
 
@@ -172,6 +172,31 @@ def test_train_raptor_is_a_function_of_its_seed_not_of_the_process_rng(tmp_path)
     assert not all(torch.equal(p, q) for p, q in zip(heads[0].parameters(), other.parameters()))
 
 
+def test_input_size_is_used_in_training_kept_by_the_head_and_used_at_inference(tmp_path):
+    from alan.models.backbones import create_backbone
+    from alan.models.parcellator import compute_parcels, compute_tokens_and_logits
+    from alan.models.raptor_module import train_raptor
+    from alan.training import RunOptions
+
+    torch.manual_seed(0)
+    bb = create_backbone("vit_micro_p8_64").eval()
+    opts = RunOptions(max_epochs=1, batch_size=2, progress=False)
+    head = train_raptor(bb, _records(), tmp_path / "run", n_parcels=6, position=1.0, input_size=96, opts=opts)
+    loaded = load_head(tmp_path / "run", bb)
+    assert loaded.input_size == 96 and loaded.grid == 12 and loaded.hash == head.hash
+    assert loaded.config["meta"]["grid"] == 12
+    frames = np.random.default_rng(0).random((3, 50, 60)).astype(np.float32)
+    cls, logits = compute_tokens_and_logits(bb, loaded, frames)
+    assert logits.shape == (3, 6, 12, 12)
+    with torch.no_grad():
+        _, tokens = bb(torch.from_numpy(frames), 96)
+    torch.testing.assert_close(logits, loaded(tokens).transpose(1, 2).reshape(3, 6, 12, 12))
+    assert compute_parcels(bb, loaded, frames).shape == (3, 50, 60)
+    with pytest.raises(AlanError, match="multiple of the patch size"):
+        train_raptor(bb, _records(), tmp_path / "bad", n_parcels=6, input_size=90, opts=opts)
+    assert not (tmp_path / "bad").exists()
+
+
 def test_position_features_and_the_loss_target_blend():
     import math
 
@@ -191,8 +216,11 @@ def test_position_features_and_the_loss_target_blend():
     want = (cos(x[0, 3], x[1, 9], dim=0) + 0.7**2 * (pos[3] @ pos[9])) / (1 + 0.7**2)
     assert cos(a, b, dim=0).item() == pytest.approx(want.item(), abs=1e-5)
     assert head(x).shape == (2, 16, 3)
-    with pytest.raises(ValueError, match="16 tokens"):
-        head(torch.randn(2, 9, 6))
+    # another token grid (frames fed at another size) gets that grid's own position features
+    y = torch.randn(2, 9, 6)
+    assert torch.equal(head.loss_features(y)[..., 6:], (0.7 * position_features(3)).expand(2, 9, POSITION_DIM))
+    with pytest.raises(ValueError, match="square grid"):
+        head(torch.randn(2, 10, 6))
     # without position the head is the paper's: loss features are the tokens themselves
     plain = RaptorHead(6, 3)
     assert torch.equal(plain.loss_features(x), x) and plain.block1.linear.in_features == 6

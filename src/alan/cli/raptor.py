@@ -53,6 +53,10 @@ def train(
     position: float = typer.Option(0.0, "--position", min=0.0,
                                    help="Weight of the tokens' grid position in the head's input and the loss target "
                                         "(0: the paper's head; beyond the paper, see docs/raptor.md)."),
+    input_size: int = typer.Option(None, "--input-size", min=1,
+                                   help="Size (px) the frames go to the backbone at, for training and inference, a "
+                                        "multiple of its patch size (default: the backbone's own; larger gives a finer "
+                                        "token grid, beyond the paper, see docs/raptor.md), e.g. 224."),
     limit: int = typer.Option(None, "--limit", min=1, help="Use at most this many records (quick runs)."),
     device: Device = "auto",
     accelerator_alias: AcceleratorAlias = None,
@@ -85,7 +89,7 @@ def train(
     budget = None if cache_budget_gb is None else int(cache_budget_gb * 2**30)
     head = train_raptor(bb, records, out, n_parcels=k, loss=preset.value, length=length, period=period,
                         short=short.value, lr=lr, cache=cache.value, cache_budget=budget,
-                        standardize_tokens=standardize_tokens, position=position, opts=opts,
+                        standardize_tokens=standardize_tokens, position=position, input_size=input_size, opts=opts,
                         data={"path": str(data), "format": dataset.format, "split": split, "n_records": len(records)})
     typer.echo(f"head {head.hash} (K={k}, backbone {bb.hash}) -> {out / 'head'}")
 

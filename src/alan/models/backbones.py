@@ -90,7 +90,7 @@ class Backbone(nn.Module):
     def __init__(self, config: BackboneConfig, vit: nn.Module | None = None):
         super().__init__()
         self.config = config
-        self.vit = vit if vit is not None else create_vit(config.arch, config.drop_path_rate)
+        self.vit = vit if vit is not None else create_vit(config.arch, config.drop_path_rate, dynamic_img_size=True)
         self.register_buffer("mean", torch.tensor(config.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.hash: str | None = None
@@ -103,8 +103,18 @@ class Backbone(nn.Module):
     def embed_dim(self) -> int:
         return self.config.embed_dim
 
-    def prepare(self, frames: torch.Tensor | np.ndarray) -> torch.Tensor:
-        """(N, H, W) or (N, C, H, W), uint8 or float in [0, 1] -> standardised (N, 3, S, S) float."""
+    def grid_at(self, size: int | None = None) -> int:
+        """The token grid of input frames `size` px square (default: the training size)."""
+        size = self.config.img_size if size is None else int(size)
+        if size <= 0 or size % self.config.patch_size:
+            raise AlanError(f"input size {size} is not a positive multiple of the patch size {self.config.patch_size}")
+        return size // self.config.patch_size
+
+    def prepare(self, frames: torch.Tensor | np.ndarray, size: int | None = None) -> torch.Tensor:
+        """(N, H, W) or (N, C, H, W), uint8 or float in [0, 1] -> standardised (N, 3, S, S) float.
+
+        S is `size` (a multiple of the patch size; the position embeddings are resampled to its
+        grid) or, by default, the size the ViT was trained at."""
         x = torch.as_tensor(frames)
         if x.dtype == torch.uint8:
             x = x.float() / 255.0
@@ -113,7 +123,7 @@ class Backbone(nn.Module):
             x = x[:, None]
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
-        s = self.config.img_size
+        s = self.grid_at(size) * self.config.patch_size
         if x.shape[-2:] != (s, s):
             x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
         return (x - self.mean) / self.std
@@ -124,8 +134,8 @@ class Backbone(nn.Module):
         n_prefix = getattr(self.vit, "num_prefix_tokens", 1)
         return tokens[:, 0], tokens[:, n_prefix:]
 
-    def forward(self, frames: torch.Tensor | np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        return self.forward_tokens(self.prepare(frames))
+    def forward(self, frames: torch.Tensor | np.ndarray, size: int | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.forward_tokens(self.prepare(frames, size))
 
 
 def create_backbone(arch: str, **config: Any) -> Backbone:

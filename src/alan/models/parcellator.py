@@ -58,17 +58,17 @@ def compute_tokens_and_logits(backbone: Any, head: RaptorHead, frames: np.ndarra
                               batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
     """(CLS (T, D), token-grid logits (T, K, g, g)) of frames (T, H, W) (uint8, float in [0, 1], or MR intensities)."""
     frames_np = _as_frames(frames)
-    size = backbone.config.img_size
+    size = head.input_size or backbone.config.img_size
     device = _device_of(head)
     cls_out, out = [], []
     for i in range(0, len(frames_np), batch_size):
         x = resize_unit(to_unit(frames_np[i:i + batch_size]), size)
-        cls, tokens = backbone(x)
+        cls, tokens = backbone(x, size)
         out.append(grid_logits(head, tokens.to(device)).cpu())
         cls_out.append(cls.float().cpu())
     if not out:
         return (torch.empty(0, backbone.embed_dim),
-                torch.empty(0, head.n_parcels, backbone.grid, backbone.grid))
+                torch.empty(0, head.n_parcels, backbone.grid_at(size), backbone.grid_at(size)))
     return torch.cat(cls_out), torch.cat(out)
 
 

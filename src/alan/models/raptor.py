@@ -19,7 +19,14 @@ extended by fixed Fourier features of its place on the token grid (`position_fea
 norm) times ``position``, so the head can tell apart two tissues that look alike but sit in
 different places (the LV and LA blood pools of a standard view), and the STRAPTOR target sees
 the same features (see `RaptorHead.loss_features`). The hidden width grows by the 8 position
-channels; the weight is stored with the artifact.
+channels; the weight is stored with the artifact. Position is relative ([0, 1] across the
+sector), so a head applies to any token grid.
+
+Input size (beyond the paper): ``input_size`` is the size the frames go to the backbone at, for
+training and inference alike (None: the size the backbone was trained at). A larger input than
+the backbone's own, with its position embeddings resampled (timm's ``dynamic_img_size``), gives
+a finer token grid: a patch-8 backbone trained at 112 px and fed 224 px frames gives a 28 x 28
+grid, a token per 4 px of a 112 px frame instead of 8 (docs/raptor.md, "Input size").
 """
 
 from __future__ import annotations
@@ -78,7 +85,7 @@ class RaptorHead(nn.Module):
     """
 
     def __init__(self, embed_dim: int, n_parcels: int, dropout: float = 0.2, position: float = 0.0,
-                 grid: int | None = None):
+                 grid: int | None = None, input_size: int | None = None):
         super().__init__()
         if n_parcels < 2:
             raise ValueError(f"n_parcels must be >= 2, got {n_parcels}")
@@ -91,6 +98,7 @@ class RaptorHead(nn.Module):
         self.dropout = dropout
         self.position = float(position)
         self.grid = grid
+        self.input_size = input_size  # frames go to the backbone at this size (None: the backbone's own)
         width = embed_dim + (POSITION_DIM if position > 0 else 0)
         self.block1 = _Block(width, width, nn.GELU(), True, dropout, "xavier_uniform_")
         self.block2 = _Block(width, width, nn.ReLU(), True, dropout, "kaiming_uniform_")
@@ -110,9 +118,8 @@ class RaptorHead(nn.Module):
         """(..., N, D) -> (..., N, D + 8): the grid's position features times `scale` appended."""
         if self.position == 0:
             return x
-        if x.shape[-2] != self.pos.shape[0]:
-            raise ValueError(f"a head with position features expects {self.pos.shape[0]} tokens per frame, got {x.shape[-2]}")
-        pos = (scale * self.pos).to(x.dtype).expand(*x.shape[:-1], POSITION_DIM)
+        pos = self.pos if x.shape[-2] == self.pos.shape[0] else position_features(self.grid_of(x.shape[-2])).to(x.device)
+        pos = (scale * pos).to(x.dtype).expand(*x.shape[:-1], POSITION_DIM)
         return torch.cat([x, pos], dim=-1)
 
     def loss_features(self, standardised: torch.Tensor) -> torch.Tensor:
@@ -189,6 +196,7 @@ def save_head(head: RaptorHead, out_dir: str | Path, *, backbone_hash: str | Non
         "dropout": head.dropout,
         "position": head.position,
         "grid": head.grid,
+        "input_size": head.input_size,
         "backbone_hash": backbone_hash,
         "loss": loss or {},
         "training": training or {},
@@ -219,7 +227,8 @@ def load_head(path: str | Path, backbone: Any = None) -> RaptorHead:
         if getattr(backbone, "embed_dim", config["embed_dim"]) != config["embed_dim"]:
             raise ArtifactError(f"{path}: head expects {config['embed_dim']}-channel tokens, backbone gives {backbone.embed_dim}")
     head = RaptorHead(config["embed_dim"], config["n_parcels"], config.get("dropout", 0.2),
-                      position=float(config.get("position", 0.0)), grid=config.get("grid"))
+                      position=float(config.get("position", 0.0)), grid=config.get("grid"),
+                      input_size=config.get("input_size"))
     try:
         head.load_state_dict(tensors, strict=True)
     except RuntimeError as e:

@@ -123,7 +123,7 @@ class RaptorModule(L.LightningModule):
     @torch.no_grad()
     def _backbone_tokens(self, frames: torch.Tensor) -> torch.Tensor:
         B, T = frames.shape[:2]
-        _, tokens = self.backbone(frames.reshape(B * T, *frames.shape[2:]).to(self.device))
+        _, tokens = self.backbone(frames.reshape(B * T, *frames.shape[2:]).to(self.device), self.head.input_size)
         return tokens.reshape(B, T, *tokens.shape[1:])
 
     @torch.no_grad()
@@ -221,23 +221,26 @@ NOT_HASHED_OPTIONS = ("resume", "progress")
 def train_raptor(backbone: Any, records: list[Record], out_dir: str | Path, *, n_parcels: int = 64,
                  loss: StraptorConfig | str = "reference", length: int = 16, period: int = 2, short: str = "pad",
                  lr: float = 5e-3, dropout: float = 0.2, cache: str = "auto", cache_budget: int | None = None,
-                 standardize_tokens: bool = False, position: float = 0.0, opts: RunOptions | None = None,
-                 data: dict[str, Any] | None = None) -> RaptorHead:
+                 standardize_tokens: bool = False, position: float = 0.0, input_size: int | None = None,
+                 opts: RunOptions | None = None, data: dict[str, Any] | None = None) -> RaptorHead:
     """Train a RAPTOR head on `records` with `backbone` locked; save it to ``out_dir/head`` and return it.
 
     `out_dir` is the run folder (``checkpoints/``, ``logs/``, the head artifact in ``head/``).
     `data` is recorded in the artifact (e.g. dataset path, format, split). `position` > 0 gives the
     head and the loss target the tokens' grid position with that weight (`RaptorHead`; beyond the paper).
+    `input_size` is the size frames go to the backbone at (None: the backbone's own; the head
+    keeps it, so inference feeds frames the same way).
     """
     opts = opts or RunOptions(batch_size=4)
     out_dir = Path(out_dir)
     cfg = PRESETS[loss] if isinstance(loss, str) else loss
     preset_name = loss if isinstance(loss, str) else "custom"
-    size = backbone.config.img_size
+    grid = backbone.grid_at(input_size)
+    size = grid * backbone.config.patch_size
     dataset = ClipDataset(records, length=length, period=period, short=short, size=size)
     if len(dataset) == 0:
         raise AlanError(f"no training records left (given {len(records)}, {dataset.n_skipped} shorter than a clip)")
-    n_tokens, dim = backbone.grid ** 2, backbone.embed_dim
+    n_tokens, dim = grid ** 2, backbone.embed_dim
     nbytes = TokenCache.nbytes_for(sum(dataset.n_frames), n_tokens, dim)
     mode = choose_cache(cache, nbytes, cache_budget)
     with run_folder(out_dir, RUN_KIND):  # a failure before the first checkpoint leaves no run folder
@@ -246,7 +249,7 @@ def train_raptor(backbone: Any, records: list[Record], out_dir: str | Path, *, n
             token_cache = TokenCache(dataset.n_frames, n_tokens, dim, _cache_path(out_dir) if mode == "disk" else None)
             dataset.skip_frames = token_cache.has
         L.seed_everything(opts.seed, verbose=False)  # the head's init must not depend on what ran before in the process
-        head = RaptorHead(dim, n_parcels, dropout, position=position, grid=backbone.grid)
+        head = RaptorHead(dim, n_parcels, dropout, position=position, grid=grid, input_size=input_size)
         module = RaptorModule(backbone, head, StraptorLoss(cfg), lr=lr, cache=token_cache)
         loader = DataLoader(dataset, batch_size=opts.batch_size, shuffle=True, num_workers=opts.num_workers,
                             collate_fn=collate_clips, persistent_workers=False)
@@ -271,7 +274,7 @@ def train_raptor(backbone: Any, records: list[Record], out_dir: str | Path, *, n
     }
     save_head(head, out_dir / "head", backbone_hash=getattr(backbone, "hash", None),
               loss={"preset": preset_name, **asdict(cfg)}, training=training,
-              meta={"data": data or {}, "backbone_arch": backbone.config.arch, "grid": backbone.grid},
+              meta={"data": data or {}, "backbone_arch": backbone.config.arch, "grid": grid},
               run_info={"epoch_s": timer.times, "wall_s": time.perf_counter() - t0,  # not hashed
                         **{k: getattr(opts, k) for k in NOT_HASHED_OPTIONS}})
     return head
