@@ -10,29 +10,36 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from alan.artifacts import MARKER
 from alan.phantom import synthesize
 from alan.downstream.parcel_to_segment import ParcelToSegment
+from alan.models.parcellator import Parcellator
 from alan.pipelines.analyze import analyze_study, study_inputs
 from alan.pipelines.labelmaps import LABEL_IDS, masks_to_labels, read_label_map, write_label_map
 
 
-class ThresholdParcellator:
-    """Parcels = 1 where the frame is bright, else 0 (a stand-in with the Parcellator interface)."""
+class ThresholdParcellator(Parcellator):
+    """Parcels = 1 where the frame is bright, else 0: a Parcellator whose backbone + head is a
+    threshold (two logits per pixel), so the batching across records is the real one. `calls`
+    counts backbone batches of `batch_size` frames."""
 
-    work_size = 64
-    backbone = None
     provenance = {"backbone_hash": "b0", "head_hash": "h0", "work_size": 64}
 
-    def __init__(self, fail_after: int | None = None):
+    def __init__(self, fail_after: int | None = None, batch_size: int = 40):
+        super().__init__(None, None, work_size=64, batch_size=batch_size)
         self.calls, self.fail_after = 0, fail_after
 
-    def __call__(self, frames):
+    def forward_batch(self, frames):
         self.calls += 1
         if self.fail_after is not None and self.calls > self.fail_after:
             raise KeyboardInterrupt  # what a kill in the middle of a study looks like to Python
-        return (np.asarray(frames) > 0.4).astype(np.int64)  # work frames are in [0, 1]
+        bright = np.asarray(frames) > 0.4  # work frames are in [0, 1]
+        return torch.zeros(len(frames), 1), torch.from_numpy(np.stack([~bright, bright], axis=1).astype(np.float32))
+
+    def __call__(self, frames):
+        return self.parcels_of_logits(self.forward_batch(frames)[1], (64, 64))
 
 
 def lv_model():
