@@ -67,3 +67,63 @@ def test_commands_default_to_the_shipped_pair(phantom, tmp_path):
     assert r.returncode == 0, r.stderr
     report = json.loads(r.stdout)
     assert set(report["baseline"]["LV"]) == {"ED", "ES"} and note in r.stderr
+
+
+def test_batches_across_fill_full_batches_in_order_and_pull_lazily():
+    from alan.models.parcellator import batches_across
+
+    rng = np.random.default_rng(0)
+    lengths = [3, 0, 12, 5, 8, 1]
+    items = [(i, rng.random((n, 4, 4)).astype(np.float32)) for i, n in enumerate(lengths)]
+    pulled = []
+
+    def lazy():
+        for key, frames in items:
+            pulled.append(key)
+            yield key, frames
+
+    rows, seen, got = [], {}, []
+    for frames, pieces in batches_across(lazy(), 8):
+        got.append(frames)
+        rows.append(len(frames))
+        assert sum(n for _, n, _ in pieces) == len(frames)
+        for key, n, last in pieces:
+            seen[key] = seen.get(key, 0) + n
+            assert last == (seen[key] == lengths[key])
+        # never more pulled than the frames of this batch need, plus the item being cut
+        held = sum(lengths[k] for k in pulled) - sum(rows)
+        assert held < lengths[pulled[-1]] + 8
+    assert rows == [8, 8, 8, 5] and seen == dict(enumerate(lengths))
+    np.testing.assert_array_equal(np.concatenate(got), np.concatenate([f for _, f in items]))
+    with pytest.raises(AlanError, match="cannot be stacked"):
+        list(batches_across([(0, np.zeros((2, 4, 4))), (1, np.zeros((2, 5, 5)))], 8))
+
+
+def test_cls_and_parcels_across_records_equal_record_by_record():
+    """Frames of several items in one backbone batch give each item what it gets on its own."""
+    import torch
+
+    from alan.models.backbones import create_backbone
+    from alan.models.raptor import RaptorHead
+
+    torch.manual_seed(0)
+    bb = create_backbone("vit_tiny_p8_112").eval()
+    p = Parcellator(bb, RaptorHead(bb.embed_dim, 8).eval(), work_size=112, batch_size=8)
+    rng = np.random.default_rng(1)
+    items = [(f"r{i}", rng.random((n, 112, 112)).astype(np.float32)) for i, n in enumerate([3, 12, 5, 1])]
+    calls = []
+    forward = p.backbone.forward
+
+    def counted(x):
+        calls.append(len(x))
+        return forward(x)
+
+    p.backbone.forward = counted
+    got = list(p.cls_and_parcels_across(items))
+    assert calls == [8, 8, 5]  # 21 frames in full batches, not one ragged batch per item
+    assert [k for k, _, _ in got] == [k for k, _ in items]
+    for (_, cls, parcels), (_, frames) in zip(got, items):
+        cls0, parcels0 = p.cls_and_parcels(frames)
+        np.testing.assert_allclose(cls, cls0, rtol=1e-4, atol=1e-5)
+        assert parcels.dtype == parcels0.dtype and parcels.shape == parcels0.shape
+        assert (parcels != parcels0).mean() < 1e-4  # an argmax may flip only on a float tie

@@ -10,29 +10,36 @@ import nibabel as nib
 import numpy as np
 import pytest
 import SimpleITK as sitk
+import torch
 
 from alan.artifacts import MARKER
 from alan.phantom import synthesize
 from alan.downstream.parcel_to_segment import ParcelToSegment
+from alan.models.parcellator import Parcellator
 from alan.pipelines.analyze import analyze_study, study_inputs
 from alan.pipelines.labelmaps import LABEL_IDS, masks_to_labels, read_label_map, write_label_map
 
 
-class ThresholdParcellator:
-    """Parcels = 1 where the frame is bright, else 0 (a stand-in with the Parcellator interface)."""
+class ThresholdParcellator(Parcellator):
+    """Parcels = 1 where the frame is bright, else 0: a Parcellator whose backbone + head is a
+    threshold (two logits per pixel), so the batching across records is the real one. `calls`
+    counts backbone batches of `batch_size` frames."""
 
-    work_size = 64
-    backbone = None
     provenance = {"backbone_hash": "b0", "head_hash": "h0", "work_size": 64}
 
-    def __init__(self, fail_after: int | None = None):
+    def __init__(self, fail_after: int | None = None, batch_size: int = 40):
+        super().__init__(None, None, work_size=64, batch_size=batch_size)
         self.calls, self.fail_after = 0, fail_after
 
-    def __call__(self, frames):
+    def forward_batch(self, frames):
         self.calls += 1
         if self.fail_after is not None and self.calls > self.fail_after:
             raise KeyboardInterrupt  # what a kill in the middle of a study looks like to Python
-        return (np.asarray(frames) > 0.4).astype(np.int64)  # work frames are in [0, 1]
+        bright = np.asarray(frames) > 0.4  # work frames are in [0, 1]
+        return torch.zeros(len(frames), 1), torch.from_numpy(np.stack([~bright, bright], axis=1).astype(np.float32))
+
+    def __call__(self, frames):
+        return self.parcels_of_logits(self.forward_batch(frames)[1], (64, 64))
 
 
 def lv_model():
@@ -179,3 +186,130 @@ def test_cycle_warnings():
     warn, usable = cycle_warnings(np.array([100.0, 150, 100]), False)
     assert usable and "no clear cardiac cycle" in warn[0]
     assert cycle_warnings(np.array([100.0, 150, 100]), True) == ([], True)
+
+
+@pytest.fixture(scope="module")
+def vit_parcellator():
+    """A real (random) ViT + RAPTOR head: batch composition reaches the floats."""
+    from alan.models.backbones import create_backbone
+    from alan.models.raptor import RaptorHead
+
+    torch.manual_seed(0)
+    bb = create_backbone("vit_tiny_p8_112").eval()
+    return Parcellator(bb, RaptorHead(bb.embed_dim, 8).eval(), work_size=112, batch_size=16)
+
+
+def _vit_lv(p):
+    rng = np.random.default_rng(0)
+    work = rng.random((4, 112, 112)).astype(np.float32)
+    maps = p(work)
+    return {"LV": ParcelToSegment(n_parcels=8).fit(maps, maps < 4, provenance={"backbone_hash": None, "head_hash": None})}
+
+
+def test_batched_study_equals_record_by_record(vit_parcellator, tmp_path):
+    """Recordings of 7, 45 (more than a batch of 16), 12 and 20 frames and a corrupt file between
+    them share backbone batches; each record's files are those of `analyze_record` on its own."""
+    from alan.pipelines.analyze import analyze_record
+
+    root = tmp_path / "videos"
+    root.mkdir()
+    for name, n, period in (("a1", 7, 5), ("a2", 45, 12), ("a4", 12, 8), ("a5", 20, 10)):
+        write_avi(root / f"{name}.avi", beating(n=n, period=period))
+    (root / "a3.avi").write_bytes(b"RIFF\x00\x00not a video at all" * 20)
+    p, lv = vit_parcellator, _vit_lv(vit_parcellator)
+    calls = []
+    forward = p.backbone.forward
+
+    def counted(x):
+        calls.append(len(x))
+        return forward(x)
+
+    p.backbone.forward = counted
+    try:
+        items = study_inputs(root)
+        res = analyze_study(items, p, lv, tmp_path / "out", progress=False)
+        assert calls == [16] * 5 + [4]  # 84 frames; record by record would be 7 passes
+        assert [(r["record"], r["status"]) for r in res.rows] == [("a1", "ok"), ("a2", "ok"), ("a3", "failed"),
+                                                                ("a4", "ok"), ("a5", "ok")]
+        solo = {}
+        for item in items:
+            if getattr(item, "id", None) in ("a1", "a2", "a4", "a5"):
+                solo[item.id] = analyze_record(item, p, lv, tmp_path / "solo" / item.id)
+
+        def check(out):
+            for rid, want in solo.items():
+                folder = out / "records" / rid
+                got = json.loads((folder / "summary.json").read_text())
+                assert got.keys() == want.keys()
+                np.testing.assert_allclose(got["lv_area_px"], want["lv_area_px"], rtol=1e-3)
+                assert {k: got[k] for k in ("frames", "ed_frames", "es_frames", "warnings", "provenance")} == \
+                       {k: want[k] for k in ("frames", "ed_frames", "es_frames", "warnings", "provenance")}
+                assert (got["ef_percent"] is None) == (want["ef_percent"] is None)
+                if got["ef_percent"] is not None:
+                    assert got["ef_percent"] == pytest.approx(want["ef_percent"], abs=0.1)
+                labels, _ = read_label_map(folder / "labels.nii.gz")
+                labels0, _ = read_label_map(tmp_path / "solo" / rid / "labels.nii.gz")
+                assert labels.shape == labels0.shape and (labels != labels0).mean() < 1e-3
+                assert (folder / "overlay.mp4").stat().st_size > 0 and (folder / "lv_area.png").stat().st_size > 0
+
+        check(tmp_path / "out")
+        # resume: the folder of the longest record is gone; only it runs again, alone in its batches
+        import shutil
+
+        shutil.rmtree(tmp_path / "out" / "records" / "a2")
+        calls.clear()
+        res = analyze_study(study_inputs(root), p, lv, tmp_path / "out", resume=True, progress=False)
+        assert res.reused == 3 and calls == [16, 16, 13]
+        assert [r["status"] for r in res.rows] == ["ok", "ok", "failed", "ok", "ok"]
+        check(tmp_path / "out")
+    finally:
+        p.backbone.forward = forward
+
+
+def test_study_memory_is_bounded(tmp_path):
+    """Recordings are decoded one ahead of the backbone and written soon after: while the backbone
+    runs, only a few recordings are decoded and not yet written, whatever the study's length."""
+    from alan.records import Record
+
+    out = tmp_path / "out"
+    decoded = []
+
+    def loader(i):
+        def load():
+            decoded.append(i)
+            return beating(n=10)
+        return load
+
+    items = [Record(id=f"r{i}", load_frames=loader(i), n_frames=10, meta={"FPS": 25}) for i in range(12)]
+    in_flight = []
+
+    class Watched(ThresholdParcellator):
+        def forward_batch(self, frames):
+            written = [d for d in (out / "records").iterdir() if not d.name.startswith(".")] if (out / "records").exists() else []
+            in_flight.append(len(decoded) - len(written))
+            return super().forward_batch(frames)
+
+    res = analyze_study(items, Watched(batch_size=10), lv_model(), out, progress=False)
+    assert len(res.rows) == 12 and all(r["status"] == "ok" for r in res.rows) and len(in_flight) == 12
+    assert max(in_flight) <= 5  # the record in the batch, one decoded ahead, the writer's queue and the one it writes
+
+
+def test_timings_name_every_stage(video_folder, tmp_path):
+    items = [r for r in study_inputs(video_folder) if getattr(r, "id", "") == "a"]
+    res = analyze_study(items, ThresholdParcellator(), lv_model(), tmp_path / "out", progress=False)
+    t = res.timings.as_dict()
+    assert {"decode", "backbone + head", "parcels", "masks", "summary", "nifti", "overlay draw",
+            "overlay encode (H.264)", "plot", "summary json"} <= set(t)
+    assert all(v["wall_s"] >= 0 for v in t.values()) and t["overlay encode (H.264)"]["cpu_s"] > 0  # ffmpeg's CPU
+
+
+def test_area_plot_reuses_its_figure_without_leaking_state(tmp_path):
+    from alan.pipelines.analyze import area_plot
+
+    a = 100 + 40 * np.cos(np.arange(30) / 3)
+    area_plot(a, [0, 19], [9], tmp_path / "a.png", title="one")
+    area_plot(np.linspace(5, 9000, 50), [], [49], tmp_path / "b.png", title="two", unit="mm2")
+    area_plot(a, [0, 19], [9], tmp_path / "c.png", title="one")
+    first, other, again = (cv2.imread(str(tmp_path / f"{n}.png")) for n in "abc")
+    assert first is not None and first.shape == (286, 660, 3)
+    assert np.array_equal(first, again) and not np.array_equal(first, other)

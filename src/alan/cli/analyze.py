@@ -26,7 +26,8 @@ def analyze(
     format: str = typer.Option("auto", "--format", help="Dataset format of INPUT (auto detects it)."),
     split: str = typer.Option("all", "--split", help="Split(s) of a dataset to analyse, comma-separated, or 'all'."),
     resume: bool = typer.Option(False, "--resume", help="Keep the records already finished in OUT by the same models."),
-    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Frames per backbone batch."),
+    batch_size: int = typer.Option(32, "--batch-size", min=1, help="Frames per backbone batch, filled across "
+                                                                    "consecutive recordings."),
     device: Device = "auto",
     progress: bool = typer.Option(True, "--progress/--no-progress", help="Show a progress bar with ETA."),
 ) -> None:

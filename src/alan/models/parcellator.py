@@ -14,6 +14,7 @@ built-in phantoms) and says so in `note`.
 
 from __future__ import annotations
 
+from collections.abc import Hashable, Iterable, Iterator
 from pathlib import Path
 from typing import Any
 
@@ -100,6 +101,46 @@ def compute_parcels(backbone: Any, head: RaptorHead, frames: np.ndarray | torch.
     return compute_cls_and_parcels(backbone, head, frames, batch_size)[1]
 
 
+def batches_across(items: Iterable[tuple[Hashable, np.ndarray]], batch_size: int
+                   ) -> Iterator[tuple[np.ndarray, list[tuple[Hashable, int, bool]]]]:
+    """Frames of consecutive items (key, frames (T, H, W)) stacked into batches of `batch_size` frames
+    across item boundaries: (frames (n, H, W), [(key, rows of this batch, last piece of the item)]),
+    the rows in item order. Items are pulled lazily: at most one batch plus the item being cut is held."""
+    if batch_size < 1:
+        raise AlanError(f"batch size must be at least 1, got {batch_size}")
+    todo: list[list[Any]] = []  # [key, frames, next row]
+    held = 0
+    items = iter(items)
+    exhausted = False
+    while True:
+        while held < batch_size and not exhausted:
+            nxt = next(items, None)
+            if nxt is None:
+                exhausted = True
+                break
+            key, frames = nxt
+            frames = np.asarray(frames)
+            if frames.ndim != 3 or (todo and frames.shape[1:] != todo[0][1].shape[1:]):
+                raise AlanError(f"item {key!r}: frames of shape {frames.shape} cannot be stacked with the others")
+            todo.append([key, frames, 0])
+            held += len(frames)
+        if not todo:
+            return
+        parts, pieces, room = [], [], batch_size
+        while todo and (room > 0 or len(todo[0][1]) == todo[0][2]):
+            key, frames, at = todo[0]
+            take = min(room, len(frames) - at)
+            parts.append(frames[at:at + take])
+            room -= take
+            todo[0][2] = at + take
+            last = todo[0][2] == len(frames)
+            pieces.append((key, take, last))
+            if last:
+                todo.pop(0)
+        held -= batch_size - room
+        yield np.concatenate(parts), pieces
+
+
 class Parcellator:
     """Backbone + RAPTOR head at a working resolution: frames -> parcel maps (N, size, size).
 
@@ -147,3 +188,42 @@ class Parcellator:
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         return compute_parcels(self.backbone, self.head, frames, batch_size=self.batch_size)
+
+    def forward_batch(self, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+        """(CLS (N, D), token-grid logits (N, K, g, g)) of work frames (N, H, W) in one backbone batch."""
+        self.head.eval()
+        return compute_tokens_and_logits(self.backbone, self.head, frames, batch_size=max(1, len(frames)))
+
+    def parcels_of_logits(self, logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
+        """Parcel maps (T, H, W) of token-grid logits (T, K, g, g), as `__call__` makes them."""
+        return upsample_argmax(logits, size)
+
+    def cls_and_logits_across(self, items: Iterable[tuple[Hashable, np.ndarray]], batch_size: int | None = None
+                              ) -> Iterator[tuple[Hashable, torch.Tensor, torch.Tensor]]:
+        """(key, CLS (T, D), token-grid logits (T, K, g, g)) of each item (key, work frames (T, H, W)),
+        in item order, with frames of several items stacked into one backbone batch (`batches_across`):
+        many short recordings run at the backbone's batch speed. Keys must be distinct."""
+        done: dict[Hashable, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        for frames, pieces in batches_across(items, batch_size or self.batch_size):
+            cls, logits = self.forward_batch(frames)
+            row = 0
+            for key, n, last in pieces:
+                done.setdefault(key, []).append((cls[row:row + n], logits[row:row + n]))
+                row += n
+                if last:
+                    parts = done.pop(key)
+                    yield key, torch.cat([c for c, _ in parts]), torch.cat([g for _, g in parts])
+
+    def cls_and_parcels_across(self, items: Iterable[tuple[Hashable, np.ndarray]], batch_size: int | None = None
+                               ) -> Iterator[tuple[Hashable, np.ndarray, np.ndarray]]:
+        """(key, CLS (T, D) float32, parcel maps (T, H, W)) of each item, batched across items: what
+        `cls_and_parcels` gives item by item, up to float rounding of the batch composition."""
+        sizes: dict[Hashable, tuple[int, int]] = {}
+
+        def noted():
+            for key, frames in items:
+                sizes[key] = tuple(np.shape(frames)[-2:])
+                yield key, frames
+
+        for key, cls, logits in self.cls_and_logits_across(noted(), batch_size):
+            yield key, cls.float().numpy(), self.parcels_of_logits(logits, sizes.pop(key))

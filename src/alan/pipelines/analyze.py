@@ -8,8 +8,11 @@ and its median; the view class from a kNN bank if one is given.
 Per record (one folder each, written atomically): ``labels.nii.gz`` (NIfTI label map, 1 = LV,
 2 = LA, with the record's spacing), ``overlay.mp4`` (H.264), ``lv_area.png``, ``summary.json``.
 Per study: ``results.csv``, ``results.json`` and ``report.html`` (plays the overlays).
-Records are streamed (the next one is decoded while the current one runs), so memory holds at
-most two recordings whatever the size of the study.
+Records are streamed: the next one is decoded while the backbone runs, frames of several short
+recordings are stacked into one backbone batch (`Parcellator.cls_and_logits_across`), and a writer
+thread turns each finished recording's logits into masks, numbers and files while the backbone
+goes on. Memory holds a batch of frames plus the few recordings in flight, whatever the size of
+the study.
 """
 
 from __future__ import annotations
@@ -17,7 +20,11 @@ from __future__ import annotations
 import csv
 import io
 import json
-from collections.abc import Callable, Iterable, Iterator, Sequence
+import os
+import threading
+import time
+from collections import deque
+from collections.abc import Iterable, Iterator, Sequence
 from concurrent.futures import Future, ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass, field, replace
@@ -27,6 +34,7 @@ from typing import Any
 import numpy as np
 from scipy.ndimage import uniform_filter1d
 from scipy.signal import find_peaks
+from threadpoolctl import threadpool_limits
 
 from alan.artifacts import MARKER, atomic_dir, atomic_write_json, atomic_write_text, check_output_dir, output_kind
 from alan.downstream.knn import WeightedKNN
@@ -40,11 +48,64 @@ from alan.records import Record
 
 STUDY_KIND = "analyze"
 RECORD_KIND = "analyze-record"
+#: x264 settings of the per-recording overlay: "ultrafast" at CRF 23 takes half the encoder CPU
+#: of "veryfast" at CRF 20 for the same PSNR on phantom echo overlays, in files about 20% larger.
+OVERLAY_PRESET, OVERLAY_CRF = "ultrafast", 23
 #: Relative LV-area swing (max - min) / max below which a recording has no usable cycle.
 MIN_AREA_SWING = 0.05
 CSV_COLUMNS = ("record", "status", "source", "view", "frames", "fps", "ed_frames", "es_frames", "beats",
                "ef_beats_percent", "ef_percent", "lv_area_ed", "lv_area_es", "la_area_max", "area_unit",
                "warnings", "folder")
+
+
+class Timings:
+    """Seconds per stage of an analysis, summed over records: wall clock and CPU of the thread that
+    ran it (child processes, ffmpeg, are added by `add`). A stage timed inside another is not
+    counted in the outer one. Thread-safe; a profile, in no output file."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._open = threading.local()
+        self.wall: dict[str, float] = {}
+        self.cpu: dict[str, float] = {}
+
+    def add(self, stage: str, wall: float, cpu: float) -> None:
+        with self._lock:
+            self.wall[stage] = self.wall.get(stage, 0.0) + wall
+            self.cpu[stage] = self.cpu.get(stage, 0.0) + cpu
+
+    @contextmanager
+    def __call__(self, stage: str) -> Iterator[None]:
+        stack = self._open.__dict__.setdefault("stack", [])
+        inner = [0.0, 0.0]  # time of stages timed inside this one
+        stack.append(inner)
+        t, c = time.perf_counter(), time.thread_time()
+        try:
+            yield
+        finally:
+            wall, cpu = time.perf_counter() - t, time.thread_time() - c
+            stack.pop()
+            if stack:
+                stack[-1][0] += wall
+                stack[-1][1] += cpu
+            self.add(stage, wall - inner[0], cpu - inner[1])
+
+    def iterate(self, stage: str, items: Iterable[Any]) -> Iterator[Any]:
+        """`items`, the time spent making each one counted under `stage`."""
+        items = iter(items)
+        while True:
+            with self(stage):
+                item = next(items, _END)
+            if item is _END:
+                return
+            yield item
+
+    def as_dict(self) -> dict[str, dict[str, float]]:
+        with self._lock:
+            return {k: {"wall_s": self.wall[k], "cpu_s": self.cpu[k]} for k in self.wall}
+
+
+_END = object()
 
 
 def _find_ed_es(areas: np.ndarray, fps: float | None) -> tuple[list[int], list[int], bool]:
@@ -98,21 +159,46 @@ def cycle_warnings(areas: np.ndarray, clear: bool) -> tuple[list[str], bool]:
     return [], True
 
 
-def analyze_frames(record: Record, frames: np.ndarray, parcellator: Parcellator, segmenters: dict[str, ParcelToSegment],
-                   knn: WeightedKNN | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
-    """(summary, {target: bool masks (T, H, W)}, parcels (T, H, W) native) of one decoded recording."""
+def _checked(record: Record, frames: np.ndarray) -> np.ndarray:
     frames = np.asarray(frames)
     if frames.ndim == 2:
         frames = frames[None]
     if frames.ndim != 3 or not len(frames):
         raise DataError(record.source, f"expected gray frames (T, H, W), got shape {frames.shape}")
-    shape = frames.shape[1:]
+    return frames
+
+
+def analyze_frames(record: Record, frames: np.ndarray, parcellator: Parcellator, segmenters: dict[str, ParcelToSegment],
+                   knn: WeightedKNN | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
+    """(summary, {target: bool masks (T, H, W)}, parcels (T, H, W) native) of one decoded recording."""
+    frames = _checked(record, frames)
     work = to_work(list(frames), parcellator.work_size)
     if knn is not None:  # the view's CLS tokens come from the same backbone pass as the parcels
         cls, parcels = parcellator.cls_and_parcels(work)
     else:
         cls, parcels = None, parcellator(work)
-    masks = native_masks(segmenters, parcels, shape)
+    return summarise(record, frames, parcels, parcellator, segmenters, knn, cls)
+
+
+def summarise(record: Record, frames: np.ndarray, parcels: np.ndarray, parcellator: Parcellator,
+              segmenters: dict[str, ParcelToSegment], knn: WeightedKNN | None = None, cls: np.ndarray | None = None,
+              timings: Timings | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
+    """`analyze_frames` from the work-size parcel maps (T, S, S) (and CLS tokens (T, D) for `knn`)
+    of decoded frames (T, H, W)."""
+    timings = timings or Timings()
+    shape = frames.shape[1:]
+    with timings("masks"):
+        masks = native_masks(segmenters, parcels, shape)
+    with timings("summary"):
+        summary = _summary(record, frames, masks, parcellator, segmenters, knn, cls)
+    with timings("masks"):
+        native = np.stack([labels_to_native(p, shape) for p in parcels])
+    return summary, masks, native
+
+
+def _summary(record: Record, frames: np.ndarray, masks: dict[str, np.ndarray], parcellator: Parcellator,
+             segmenters: dict[str, ParcelToSegment], knn: WeightedKNN | None, cls: np.ndarray | None) -> dict[str, Any]:
+    shape = frames.shape[1:]
     fps = record.meta.get("FPS") or record.meta.get("fps")
     fps = float(fps) if fps else None
     areas = masks["LV"].sum(axis=(1, 2)).astype(float)
@@ -159,26 +245,78 @@ def analyze_frames(record: Record, frames: np.ndarray, parcellator: Parcellator,
         proba = knn.predict_proba(cls[::step]).mean(axis=0)
         summary["view"] = str(knn.classes_[int(np.argmax(proba))])
         summary["view_scores"] = {str(c): float(p) for c, p in zip(knn.classes_, proba)}
-    native = np.stack([labels_to_native(p, shape) for p in parcels])
-    return summary, masks, native
+    return summary
 
 
 def write_record(folder: str | Path, record: Record, frames: np.ndarray, summary: dict[str, Any],
-                 masks: dict[str, np.ndarray], parcels: np.ndarray) -> Path:
+                 masks: dict[str, np.ndarray], parcels: np.ndarray, timings: Timings | None = None) -> Path:
     """One record's folder, atomically: labels.nii.gz, overlay.mp4, lv_area.png, summary.json."""
-    from alan.reports.figures import area_curve
-    from alan.reports.overlays import save_overlay_mp4
+    from alan.reports.overlays import overlay_frames, overlay_scale, write_h264
 
+    timings = timings or Timings()
     frames = np.asarray(frames)
     frames = frames[None] if frames.ndim == 2 else frames
     with atomic_dir(folder, RECORD_KIND) as tmp:
-        write_label_map(tmp / "labels.nii.gz", masks_to_labels(masks), record.spacing, f"alan {'+'.join(masks)} masks")
-        save_overlay_mp4(tmp / "overlay.mp4", frames, parcels, fps=float(summary["fps"] or 25.0), masks=masks)
-        areas = np.asarray(summary.get("lv_area_mm2") or summary["lv_area_px"])
-        area_curve(areas, summary["ed_frames"], summary["es_frames"], tmp / "lv_area.png",
-                   title=f"LV area [{summary['area_unit']}], {record.id}")
-        atomic_write_json(tmp / "summary.json", summary)
+        with timings("nifti"):
+            write_label_map(tmp / "labels.nii.gz", masks_to_labels(masks), record.spacing,
+                            f"alan {'+'.join(masks)} masks")
+        drawn = timings.iterate("overlay draw", overlay_frames(frames, parcels, masks, overlay_scale(frames.shape[1:])))
+        child = _children_cpu()
+        with timings("overlay encode (H.264)"):
+            write_h264(tmp / "overlay.mp4", drawn, fps=float(summary["fps"] or 25.0), preset=OVERLAY_PRESET,
+                       crf=OVERLAY_CRF)
+        timings.add("overlay encode (H.264)", 0.0, _children_cpu() - child)  # ffmpeg's own CPU
+        with timings("plot"):
+            areas = np.asarray(summary.get("lv_area_mm2") or summary["lv_area_px"])
+            area_plot(areas, summary["ed_frames"], summary["es_frames"], tmp / "lv_area.png",
+                      title=f"LV area [{summary['area_unit']}], {record.id}", unit=summary["area_unit"])
+        with timings("summary json"):
+            atomic_write_json(tmp / "summary.json", summary)
     return Path(folder)
+
+
+def _children_cpu() -> float:
+    t = os.times()
+    return t.children_user + t.children_system
+
+
+_plots = threading.local()
+
+
+def area_plot(areas: np.ndarray, ed: Sequence[int], es: Sequence[int], path: str | Path, title: str = "LV area",
+              unit: str = "px") -> Path:
+    """The LV area curve with its ED / ES frames as a PNG, written atomically; the figure of
+    `alan.reports.figures.area_curve`, drawn on one figure per thread that is reused (a new
+    matplotlib figure and a tight bounding box cost more than the drawing)."""
+    from matplotlib.figure import Figure
+
+    from alan.artifacts import atomic_file
+
+    areas = np.asarray(areas, dtype=float)
+    plot = getattr(_plots, "plot", None)
+    if plot is None:
+        fig = Figure(figsize=(6, 2.6))
+        ax = fig.subplots()
+        fig.subplots_adjust(left=0.12, right=0.98, bottom=0.19, top=0.88)
+        (line,) = ax.plot([], [], color="#4c72b0")
+        marks = (ax.scatter([], [], color="#c44e52", label="ED", zorder=3),
+                 ax.scatter([], [], color="#55a868", label="ES", zorder=3))
+        ax.set_xlabel("frame")
+        ax.legend(fontsize=8)
+        plot = _plots.plot = (fig, ax, line, marks)
+    fig, ax, line, marks = plot
+    line.set_data(np.arange(len(areas)), areas)
+    for mark, idx in zip(marks, (ed, es)):
+        idx = np.asarray(list(idx), dtype=int)
+        mark.set_offsets(np.c_[idx, areas[idx]] if len(idx) else np.empty((0, 2)))
+    ax.relim()
+    ax.autoscale_view()
+    ax.set_ylabel(f"area [{unit}]")
+    ax.set_title(title, fontsize=9)
+    path = Path(path)
+    with atomic_file(path) as tmp:
+        fig.savefig(tmp, dpi=110, format="png")
+    return path
 
 
 def analyze_record(record: Record, parcellator: Parcellator, segmenters: dict[str, ParcelToSegment], out_dir: str | Path,
@@ -217,6 +355,7 @@ class StudyResult:
     out: Path
     rows: list[dict[str, Any]] = field(default_factory=list)
     reused: int = 0
+    timings: Timings = field(default_factory=Timings)
 
     @property
     def failed(self) -> list[dict[str, Any]]:
@@ -298,29 +437,37 @@ def _finished(folder: Path, provenance: dict[str, Any]) -> dict[str, Any] | None
     return summary
 
 
-def _decode(item: Record | Failed) -> np.ndarray | Failed:
-    if isinstance(item, Failed):
-        return item
+def _decode(item: Record, work_size: int, timings: Timings) -> tuple[np.ndarray, np.ndarray] | Failed:
+    """(native frames (T, H, W), work frames (T, S, S)) of a record, or why it failed."""
     try:
-        return np.asarray(item.frames)
+        with timings("decode"):
+            frames = _checked(item, item.frames)
+            return frames, to_work(list(frames), work_size)
     except DataError as e:
         return Failed(item.id, item.source, str(e))
 
 
-def _prefetched(items: Sequence[Record | Failed], skip: Callable[[int], bool]) -> Iterator[tuple[int, np.ndarray | Failed | None]]:
-    """(index, decoded frames / Failed / None if skipped), decoding the next record while the caller works."""
-    todo = [i for i in range(len(items)) if not skip(i)]
-    with ThreadPoolExecutor(max_workers=1) as pool:
-        pending = pool.submit(_decode, items[todo[0]]) if todo else None
-        nxt = iter(todo[1:])
-        for i in range(len(items)):
-            if skip(i):
-                yield i, None
+def _prefetched(items: Sequence[Record | Failed], todo: Sequence[int], work_size: int, timings: Timings
+                ) -> Iterator[tuple[int, tuple[np.ndarray, np.ndarray] | Failed]]:
+    """(index, decoded frames or Failed) of the records `todo`, the next one decoded in the background."""
+    records = [i for i in todo if not isinstance(items[i], Failed)]
+    with ThreadPoolExecutor(max_workers=1, thread_name_prefix="alan-analyze-decode") as pool:
+        jobs = iter(records)
+        nxt = next(jobs, None)
+        pending = pool.submit(_decode, items[nxt], work_size, timings) if nxt is not None else None
+        for i in todo:
+            if isinstance(items[i], Failed):
+                yield i, items[i]
                 continue
-            frames = pending.result()
-            j = next(nxt, None)
-            pending = pool.submit(_decode, items[j]) if j is not None else None
-            yield i, frames
+            with timings("waiting for decode"):
+                got = pending.result()
+            nxt = next(jobs, None)
+            pending = pool.submit(_decode, items[nxt], work_size, timings) if nxt is not None else None
+            yield i, got
+
+
+#: Recordings handed to the writer thread and not yet written: bounds memory, keeps it busy.
+WRITER_QUEUE = 2
 
 
 def analyze_study(items: Sequence[Record | Failed], parcellator: Parcellator, segmenters: dict[str, ParcelToSegment],
@@ -330,7 +477,11 @@ def analyze_study(items: Sequence[Record | Failed], parcellator: Parcellator, se
 
     A record that fails to decode is reported in the table (status "failed") and the others go on.
     With `resume`, a record whose folder is complete and was made with the same models is reused.
-    `OUT` must be absent, empty, or an earlier analyze output."""
+    `OUT` must be absent, empty, or an earlier analyze output.
+
+    Frames of consecutive recordings share backbone batches of ``parcellator.batch_size`` frames
+    (`Parcellator.cls_and_logits_across`); per recording the results are those of `analyze_record`.
+    The seconds spent per stage are in ``StudyResult.timings``."""
     from rich.progress import (BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn,
                                TimeRemainingColumn)
 
@@ -346,52 +497,74 @@ def analyze_study(items: Sequence[Record | Failed], parcellator: Parcellator, se
     names = _folder_names(items)
     done = {i: s for i, item in enumerate(items) if resume and isinstance(item, Record)
             and (s := _finished(out / "records" / names[i], provenance)) is not None}
-    result = StudyResult(out=out, reused=len(done))
+    timings = Timings()
+    result = StudyResult(out=out, reused=len(done), timings=timings)
+    rows: dict[int, dict[str, Any]] = {i: _row(s, f"records/{names[i]}") for i, s in done.items()}
     total = sum(int(r.n_frames or 1) for r in items if isinstance(r, Record))
-    # Writing a record (NIfTI, H.264 overlay, plot) overlaps the next record's inference: one
-    # writer thread, at most one record waiting for it, so memory stays bounded.
+    decoded: dict[int, np.ndarray] = {}  # native frames of the records inside the backbone's batches
+    # Masks, numbers and files of a finished record are made by one writer thread while the
+    # backbone runs the next batches; at most WRITER_QUEUE records wait for it.
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alan-analyze-writer")
-    pending: Future | None = None
+    queue: deque[tuple[int, Future]] = deque()
+
+    def finish(i: int, frames: np.ndarray, cls: Any, logits: Any) -> dict[str, Any]:
+        with timings("parcels"):
+            parcels = parcellator.parcels_of_logits(logits, (parcellator.work_size, parcellator.work_size))
+        summary, masks, native = summarise(items[i], frames, parcels, parcellator, segmenters, knn,
+                                           cls.float().numpy() if knn is not None else None, timings)
+        write_record(out / "records" / names[i], items[i], frames, summary, masks, native, timings)
+        return summary
+
+    def collect(bar: Progress, task: Any) -> None:
+        i, job = queue.popleft()
+        try:
+            summary = job.result()
+        except DataError as e:
+            rows[i] = _failed_row(Failed(items[i].id, items[i].source, str(e)))
+            return
+        rows[i] = _row(summary, f"records/{names[i]}")
+        bar.update(task, description=items[i].id)
+        bar.advance(task, int(items[i].n_frames or summary["frames"]))
+
+    def to_batch() -> Iterator[tuple[int, np.ndarray]]:
+        for i, got in _prefetched(items, [i for i in range(len(items)) if i not in done], parcellator.work_size,
+                                  timings):
+            if isinstance(got, Failed):
+                rows[i] = _failed_row(got)
+                continue
+            decoded[i], work = got
+            yield i, work
+
+    # NumPy / SciPy / OpenCV BLAS threads on the small matrices of masks and snakes only spin and
+    # contend with torch's threads (measured: 1.2 ms/frame with one thread, 3-18 with two);
+    # torch's own threads are not BLAS ones and stay as they are.
     with Progress(TextColumn("[bold]analyze[/] {task.description}"), BarColumn(), MofNCompleteColumn(),
                   TextColumn("frames"), TimeElapsedColumn(), TextColumn("ETA"), TimeRemainingColumn(),
-                  disable=not progress, console=console, transient=False) as bar, _finishing(writer, lambda: pending):
+                  disable=not progress, console=console, transient=False) as bar, \
+            threadpool_limits(1, user_api="blas"), _finishing(writer, queue):
         task = bar.add_task("", total=total or None)
-        for i, frames in _prefetched(items, lambda i: i in done or isinstance(items[i], Failed)):
-            item, folder = items[i], out / "records" / names[i]
-            bar.update(task, description=item.id)
-            if isinstance(item, Failed) or isinstance(frames, Failed):
-                bad = item if isinstance(item, Failed) else frames
-                result.rows.append(_failed_row(bad))
-                continue
-            if frames is None:
-                summary = done[i]
-            else:
-                try:
-                    summary, masks, parcels = analyze_frames(item, frames, parcellator, segmenters, knn)
-                except DataError as e:
-                    result.rows.append(_failed_row(Failed(item.id, item.source, str(e))))
-                    continue
-                if pending is not None:
-                    pending.result()
-                pending = writer.submit(write_record, folder, item, frames, summary, masks, parcels)
-                del frames, masks, parcels
-            result.rows.append(_row(summary, folder.relative_to(out).as_posix()))
-            bar.advance(task, int(item.n_frames or summary["frames"]))
-        if pending is not None:
-            pending.result()
+        bar.advance(task, sum(int(items[i].n_frames or done[i]["frames"]) for i in done))
+        for i, cls, logits in timings.iterate("backbone + head", parcellator.cls_and_logits_across(to_batch())):
+            while len(queue) >= WRITER_QUEUE:
+                with timings("waiting for the writer"):
+                    collect(bar, task)
+            queue.append((i, writer.submit(finish, i, decoded.pop(i), cls, logits)))
+        while queue:
+            with timings("waiting for the writer"):
+                collect(bar, task)
+    result.rows = [rows[i] for i in range(len(items))]
     write_study(result)
     return result
 
 
 @contextmanager
-def _finishing(writer: ThreadPoolExecutor, pending: Callable[[], Future | None]) -> Iterator[None]:
-    """On any exit (an error or a kill included), let the record being written finish, then stop
-    the writer: a record folder is never left half-written."""
+def _finishing(writer: ThreadPoolExecutor, queue: deque[tuple[int, Future]]) -> Iterator[None]:
+    """On any exit (an error or a kill included), let the records handed to the writer finish,
+    then stop it: a record folder is never left half-written."""
     try:
         yield
     finally:
-        job = pending()
-        if job is not None:
+        for _, job in queue:
             try:
                 job.result()
             except BaseException:
