@@ -114,9 +114,9 @@ def test_cls_and_parcels_across_records_equal_record_by_record():
     calls = []
     forward = p.backbone.forward
 
-    def counted(x):
+    def counted(x, *size):
         calls.append(len(x))
-        return forward(x)
+        return forward(x, *size)
 
     p.backbone.forward = counted
     got = list(p.cls_and_parcels_across(items))

@@ -192,6 +192,8 @@ def test_input_size_is_used_in_training_kept_by_the_head_and_used_at_inference(t
         _, tokens = bb(torch.from_numpy(frames), 96)
     torch.testing.assert_close(logits, loaded(tokens).transpose(1, 2).reshape(3, 6, 12, 12))
     assert compute_parcels(bb, loaded, frames).shape == (3, 50, 60)
+    # the view features stay the backbone's own: CLS of frames at its training size
+    torch.testing.assert_close(cls, bb(torch.from_numpy(frames))[0])
     with pytest.raises(AlanError, match="multiple of the patch size"):
         train_raptor(bb, _records(), tmp_path / "bad", n_parcels=6, input_size=90, opts=opts)
     assert not (tmp_path / "bad").exists()

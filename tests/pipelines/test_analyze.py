@@ -31,12 +31,12 @@ class ThresholdParcellator(Parcellator):
         super().__init__(None, None, work_size=64, batch_size=batch_size)
         self.calls, self.fail_after = 0, fail_after
 
-    def forward_batch(self, frames):
+    def forward_batch(self, frames, with_cls=True):
         self.calls += 1
         if self.fail_after is not None and self.calls > self.fail_after:
             raise KeyboardInterrupt  # what a kill in the middle of a study looks like to Python
         bright = np.asarray(frames) > 0.4  # work frames are in [0, 1]
-        return torch.zeros(len(frames), 1), torch.from_numpy(np.stack([~bright, bright], axis=1).astype(np.float32))
+        return torch.zeros(len(frames), 1) if with_cls else None, torch.from_numpy(np.stack([~bright, bright], axis=1).astype(np.float32))
 
     def __call__(self, frames):
         return self.parcels_of_logits(self.forward_batch(frames)[1], (64, 64))
@@ -220,9 +220,9 @@ def test_batched_study_equals_record_by_record(vit_parcellator, tmp_path):
     calls = []
     forward = p.backbone.forward
 
-    def counted(x):
+    def counted(x, *size):
         calls.append(len(x))
-        return forward(x)
+        return forward(x, *size)
 
     p.backbone.forward = counted
     try:
@@ -284,10 +284,10 @@ def test_study_memory_is_bounded(tmp_path):
     in_flight = []
 
     class Watched(ThresholdParcellator):
-        def forward_batch(self, frames):
+        def forward_batch(self, frames, with_cls=True):
             written = [d for d in (out / "records").iterdir() if not d.name.startswith(".")] if (out / "records").exists() else []
             in_flight.append(len(decoded) - len(written))
-            return super().forward_batch(frames)
+            return super().forward_batch(frames, with_cls)
 
     res = analyze_study(items, Watched(batch_size=10), lv_model(), out, progress=False)
     assert len(res.rows) == 12 and all(r["status"] == "ok" for r in res.rows) and len(in_flight) == 12

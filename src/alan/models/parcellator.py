@@ -56,21 +56,29 @@ def grid_logits(head: RaptorHead, tokens: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def compute_tokens_and_logits(backbone: Any, head: RaptorHead, frames: np.ndarray | torch.Tensor,
-                              batch_size: int = 32) -> tuple[torch.Tensor, torch.Tensor]:
-    """(CLS (T, D), token-grid logits (T, K, g, g)) of frames (T, H, W) (uint8, float in [0, 1], or MR intensities)."""
+                              batch_size: int = 32, with_cls: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(CLS (T, D), token-grid logits (T, K, g, g)) of frames (T, H, W) (uint8, float in [0, 1], or MR intensities).
+
+    The logits come from frames fed at the head's input size; the CLS tokens (the view features)
+    always from frames at the backbone's own size, which costs a second, smaller pass when the two
+    differ. Without `with_cls` the CLS is None and that pass is skipped."""
     frames_np = _as_frames(frames)
-    size = head.input_size or backbone.config.img_size
+    native = backbone.config.img_size
+    size = head.input_size or native
     device = _device_of(head)
     cls_out, out = [], []
     for i in range(0, len(frames_np), batch_size):
-        x = resize_unit(to_unit(frames_np[i:i + batch_size]), size)
-        cls, tokens = backbone(x, size)
+        unit = to_unit(frames_np[i:i + batch_size])
+        cls, tokens = backbone(resize_unit(unit, size), size)
         out.append(grid_logits(head, tokens.to(device)).cpu())
-        cls_out.append(cls.float().cpu())
+        if with_cls and size != native:
+            cls, _ = backbone(resize_unit(unit, native))
+        if with_cls:
+            cls_out.append(cls.float().cpu())
     if not out:
-        return (torch.empty(0, backbone.embed_dim),
-                torch.empty(0, head.n_parcels, backbone.grid_at(size), backbone.grid_at(size)))
-    return torch.cat(cls_out), torch.cat(out)
+        g = backbone.grid_at(size)
+        return (torch.empty(0, backbone.embed_dim) if with_cls else None), torch.empty(0, head.n_parcels, g, g)
+    return (torch.cat(cls_out) if with_cls else None), torch.cat(out)
 
 
 @torch.no_grad()
@@ -98,7 +106,9 @@ def compute_cls_and_parcels(backbone: Any, head: RaptorHead, frames: np.ndarray 
 
 def compute_parcels(backbone: Any, head: RaptorHead, frames: np.ndarray | torch.Tensor, batch_size: int = 32) -> np.ndarray:
     """Parcel ids (T, H, W) at the frames' own resolution; uint8 (K <= 256) or uint16."""
-    return compute_cls_and_parcels(backbone, head, frames, batch_size)[1]
+    head.eval()
+    _, logits = compute_tokens_and_logits(backbone, head, frames, batch_size, with_cls=False)
+    return upsample_argmax(logits, tuple(_as_frames(frames).shape[-2:]))
 
 
 def batches_across(items: Iterable[tuple[Hashable, np.ndarray]], batch_size: int
@@ -189,30 +199,33 @@ class Parcellator:
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         return compute_parcels(self.backbone, self.head, frames, batch_size=self.batch_size)
 
-    def forward_batch(self, frames: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
-        """(CLS (N, D), token-grid logits (N, K, g, g)) of work frames (N, H, W) in one backbone batch."""
+    def forward_batch(self, frames: np.ndarray, with_cls: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(CLS (N, D) or None without `with_cls`, token-grid logits (N, K, g, g)) of work frames
+        (N, H, W) in one backbone batch (`compute_tokens_and_logits`)."""
         self.head.eval()
-        return compute_tokens_and_logits(self.backbone, self.head, frames, batch_size=max(1, len(frames)))
+        return compute_tokens_and_logits(self.backbone, self.head, frames, max(1, len(frames)), with_cls)
 
     def parcels_of_logits(self, logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
         """Parcel maps (T, H, W) of token-grid logits (T, K, g, g), as `__call__` makes them."""
         return upsample_argmax(logits, size)
 
-    def cls_and_logits_across(self, items: Iterable[tuple[Hashable, np.ndarray]], batch_size: int | None = None
-                              ) -> Iterator[tuple[Hashable, torch.Tensor, torch.Tensor]]:
+    def cls_and_logits_across(self, items: Iterable[tuple[Hashable, np.ndarray]], batch_size: int | None = None,
+                              with_cls: bool = True) -> Iterator[tuple[Hashable, torch.Tensor | None, torch.Tensor]]:
         """(key, CLS (T, D), token-grid logits (T, K, g, g)) of each item (key, work frames (T, H, W)),
         in item order, with frames of several items stacked into one backbone batch (`batches_across`):
-        many short recordings run at the backbone's batch speed. Keys must be distinct."""
-        done: dict[Hashable, list[tuple[torch.Tensor, torch.Tensor]]] = {}
+        many short recordings run at the backbone's batch speed. Keys must be distinct. Without
+        `with_cls` the CLS is None (and a second backbone pass is saved, see `compute_tokens_and_logits`)."""
+        done: dict[Hashable, list[tuple[torch.Tensor | None, torch.Tensor]]] = {}
         for frames, pieces in batches_across(items, batch_size or self.batch_size):
-            cls, logits = self.forward_batch(frames)
+            cls, logits = self.forward_batch(frames, with_cls)
             row = 0
             for key, n, last in pieces:
-                done.setdefault(key, []).append((cls[row:row + n], logits[row:row + n]))
+                done.setdefault(key, []).append((None if cls is None else cls[row:row + n], logits[row:row + n]))
                 row += n
                 if last:
                     parts = done.pop(key)
-                    yield key, torch.cat([c for c, _ in parts]), torch.cat([g for _, g in parts])
+                    yield (key, torch.cat([c for c, _ in parts]) if with_cls else None,
+                           torch.cat([g for _, g in parts]))
 
     def cls_and_parcels_across(self, items: Iterable[tuple[Hashable, np.ndarray]], batch_size: int | None = None
                                ) -> Iterator[tuple[Hashable, np.ndarray, np.ndarray]]:

@@ -544,7 +544,8 @@ def analyze_study(items: Sequence[Record | Failed], parcellator: Parcellator, se
             threadpool_limits(1, user_api="blas"), _finishing(writer, queue):
         task = bar.add_task("", total=total or None)
         bar.advance(task, sum(int(items[i].n_frames or done[i]["frames"]) for i in done))
-        for i, cls, logits in timings.iterate("backbone + head", parcellator.cls_and_logits_across(to_batch())):
+        batches = parcellator.cls_and_logits_across(to_batch(), with_cls=knn is not None)
+        for i, cls, logits in timings.iterate("backbone + head", batches):
             while len(queue) >= WRITER_QUEUE:
                 with timings("waiting for the writer"):
                     collect(bar, task)
