@@ -288,42 +288,41 @@ class DINO(L.LightningModule):
         torch.manual_seed(int(seed) & ((1 << 63) - 1))
         if self.dense:
             return self._dense_step(views, step, int(seed))
-        s = self.schedule(step)
-        for group in self.optimizers().optimizer.param_groups:
-            group["lr"] = s["lr"]
-            if group.get("decay"):
-                group["weight_decay"] = s["wd"]
+        s = self._set_schedule(step)
         teacher_out = self.forward_teacher(views)
         student_out = self.forward_student(views)
         with torch.autocast(device_type=self.device.type, enabled=False):  # the loss in fp32 under mixed precision
             loss = self.criterion([t.float() for t in teacher_out], [o.float() for o in student_out],
                                   teacher_temp=s["teacher_temp"])
-        if step % max(1, self.trainer.log_every_n_steps) == 0 and not torch.isfinite(loss):
-            raise AlanError(f"DINO loss is {loss.item()} at step {step}; lower the learning rate or use 32-bit precision")
+        self._check_finite(loss, step)
         self.log("loss", loss, prog_bar=True)
         self.log_dict({"lr": s["lr"], "wd": s["wd"], "momentum": s["momentum"], "teacher_temp": s["teacher_temp"]})
         return loss
 
-    def _dense_step(self, views: list[Tensor], step: int, seed: int) -> Tensor:
-        s = self._set_schedule(step)
-        grid = self.spec.img_size // self.spec.patch_size
+    def dense_loss(self, views: list[Tensor], masks: Tensor, teacher_temp: float) -> tuple[Tensor, dict[str, Tensor]]:
+        """dinov2: DINO + ibot_weight x iBOT + koleo_weight x KoLeo on `views` with the global crops'
+        patch `masks` (bool ``(2B, grid, grid)``); also the three terms. Updates both centres."""
         c = self.config
-        masks = block_masks(2 * views[0].shape[0], grid, c.mask_ratio, c.mask_probability, seed=seed,
-                            device=views[0].device)
         teacher_out, teacher_patches = self.forward_teacher_dense(views, masks)
         student_out, student_patches, cls = self.forward_student_dense(views, masks)
-        with torch.autocast(device_type=self.device.type, enabled=False):
+        with torch.autocast(device_type=self.device.type, enabled=False):  # the loss in fp32 under mixed precision
             dino = self.criterion([t.float() for t in teacher_out], [o.float() for o in student_out],
-                                  teacher_temp=s["teacher_temp"])
-            ibot = self.ibot_criterion(teacher_patches.float(), student_patches.float(), masks,
-                                       teacher_temp=s["teacher_temp"])
+                                  teacher_temp=teacher_temp)
+            ibot = self.ibot_criterion(teacher_patches.float(), student_patches.float(), masks, teacher_temp=teacher_temp)
             # per global crop: KoLeo spreads the CLS tokens of different images, not two crops of one
             koleo = sum(self.koleo(x.float()) for x in cls.chunk(2)) if cls.shape[0] >= 4 else cls.new_zeros(())
             loss = dino + c.ibot_weight * ibot + c.koleo_weight * koleo
+        return loss, {"loss_dino": dino, "loss_ibot": ibot, "loss_koleo": koleo}
+
+    def _dense_step(self, views: list[Tensor], step: int, seed: int) -> Tensor:
+        s = self._set_schedule(step)
+        c = self.config
+        masks = block_masks(2 * views[0].shape[0], self.spec.img_size // self.spec.patch_size, c.mask_ratio,
+                            c.mask_probability, seed=seed, device=views[0].device)
+        loss, parts = self.dense_loss(views, masks, s["teacher_temp"])
         self._check_finite(loss, step)
         self.log("loss", loss, prog_bar=True)
-        self.log_dict({"loss_dino": dino, "loss_ibot": ibot, "loss_koleo": koleo,
-                       "masked_share": masks.float().mean()})
+        self.log_dict({**parts, "masked_share": masks.float().mean()})
         self.log_dict({"lr": s["lr"], "wd": s["wd"], "momentum": s["momentum"], "teacher_temp": s["teacher_temp"]})
         return loss
 
