@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import shlex
 import sys
+from enum import Enum
 from pathlib import Path
 
 import typer
@@ -13,6 +14,13 @@ from alan.cli._options import (AcceleratorAlias, Device, Devices, NumNodes, NumW
 
 dino_app = typer.Typer(help="DINO self-supervised backbone training (Caron et al., Emerging Properties in "
                             "Self-Supervised Vision Transformers; the ALAN paper's backbone).", no_args_is_help=True)
+
+class RecipeName(str, Enum):
+    """Values of --recipe: the paper's DINO, or DINOv2's CLS + masked-patch (iBOT) + KoLeo objective."""
+
+    dino = "dino"
+    dinov2 = "dinov2"
+
 
 #: The default architecture: trains on a CPU in minutes per epoch of a small dataset. The paper's is vit_small_p4_112.
 DEFAULT_ARCH = "vit_tiny_d6_p8_112"
@@ -44,6 +52,19 @@ def train(
     warmup_teacher_temp_epochs: float = typer.Option(30, "--warmup-teacher-temp-epochs", help="Teacher temperature warm-up (paper: 30)."),
     momentum_teacher: float = typer.Option(0.996, "--momentum-teacher", help="Initial teacher EMA momentum (cosine to 1)."),
     drop_path: float = typer.Option(0.1, "--drop-path", help="Student drop-path rate."),
+    recipe: RecipeName = typer.Option(RecipeName.dino, "--recipe", help="dino: the paper's DINO (CLS loss only); "
+                                      "dinov2: adds DINOv2's masked-patch (iBOT) self-distillation on the global "
+                                      "crops and KoLeo on the student CLS, a dense objective for the patch tokens."),
+    ibot_weight: float = typer.Option(None, "--ibot-weight", min=0.0, help="dinov2: weight of the masked-patch "
+                                      "(iBOT) term (default 1.0, DINOv2's)."),
+    koleo_weight: float = typer.Option(None, "--koleo-weight", min=0.0, help="dinov2: weight of KoLeo on the "
+                                       "student CLS tokens (default 0.1, DINOv2's; 0 turns it off)."),
+    mask_ratio: tuple[float, float] = typer.Option(None, "--mask-ratio", help="dinov2: MIN MAX share of "
+                                                   "patches masked per masked image (default 0.1 0.5, DINOv2's)."),
+    mask_probability: float = typer.Option(None, "--mask-probability", help="dinov2: share of the global crops "
+                                           "that are masked (default 0.5, DINOv2's)."),
+    ibot_separate_head: bool = typer.Option(None, "--ibot-separate-head/--ibot-shared-head", help="dinov2: an "
+                                            "iBOT head of its own (default, DINOv2's untied heads) or the DINO head."),
     init: Path = typer.Option(None, "--init", help="Start from this backbone artifact (e.g. imported ImageNet DINO)."),
     frame_size: int = typer.Option(None, "--frame-size", help="Frames are resized to this square size (default: the arch's)."),
     window: int = typer.Option(16, "--window", min=1, help="Shuffle window in records (the per-worker video caches hold 2x this)."),
@@ -70,13 +91,22 @@ def train(
     Example:
 
         alan dino train --data data/echonet --out runs/dino --epochs 10
+
+        alan dino train --data data/echonet --out runs/dinov2 --recipe dinov2 --mask-ratio 0.1 0.5
     """
-    from alan.errors import DataError
+    from alan.errors import AlanError, DataError
     from alan.models.backbones import arch_spec, load_backbone
     from alan.models.dino import DINOConfig, train_dino
 
     arch = PAPER_ARCH if arch == "paper" else arch
     arch_spec(arch)
+    dense = {"ibot_weight": ibot_weight, "koleo_weight": koleo_weight,
+             "mask_ratio": None if mask_ratio is None or None in mask_ratio else tuple(mask_ratio),
+             "mask_probability": mask_probability, "ibot_separate_head": ibot_separate_head}
+    dense = {k: v for k, v in dense.items() if v is not None}
+    if dense and recipe is not RecipeName.dinov2:
+        flags = ", ".join("--" + k.replace("_", "-") for k in dense)
+        raise AlanError(f"{flags} only apply to --recipe dinov2")
     records, formats = [], []
     for path in data:
         dataset, found = select_records(path, format, split, limit)
@@ -86,7 +116,7 @@ def train(
                         head_batch_norm=head_batch_norm, n_local=n_local, lr=lr, warmup_epochs=warmup_epochs,
                         teacher_temp=teacher_temp, warmup_teacher_temp=warmup_teacher_temp,
                         warmup_teacher_temp_epochs=warmup_teacher_temp_epochs,
-                        momentum_teacher=momentum_teacher, drop_path=drop_path)
+                        momentum_teacher=momentum_teacher, drop_path=drop_path, recipe=recipe.value, **dense)
     opts = run_options(max_epochs=epochs, max_steps=max_steps, batch_size=batch_size, precision=precision,
                        accelerator=accelerator(device, accelerator_alias), devices=devices, num_nodes=num_nodes, strategy=strategy,
                        num_workers=num_workers, seed=seed, resume=resume, progress=progress, tensorboard=tensorboard,

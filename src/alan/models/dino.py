@@ -17,6 +17,15 @@ Multi-crop runs on the device, batched (`alan.transforms.MultiCrop`), in `on_aft
 the crops of a frame are a function of (seed, epoch, frame index) and the global RNG (drop-path) is
 reseeded from (seed, step, rank) every step, so a resumed run repeats the uninterrupted one and a
 DDP run matches a single-process run of the same global batch.
+
+``recipe="dinov2"`` adds DINOv2's dense terms (Oquab et al., "DINOv2: Learning Robust Visual
+Features without Supervision", 2023, section 4) to the same DINO CLS loss: the iBOT masked-patch
+self-distillation on the global crops (`alan.models.ibot`: the student sees block-masked crops
+through a learnt mask token, the teacher the full crops, an iBOT head of its own on each side,
+"untying head weights", with its own centre) with weight 1, and the KoLeo regulariser (lightly's
+`KoLeoLoss`) on the student's CLS tokens of each global crop with weight 0.1, the weights of
+DINOv2's released configuration. The teacher is centred as in DINO (DINOv2's Sinkhorn-Knopp
+centring is not used). The masks are drawn from (seed, step, rank), so resuming stays exact.
 """
 
 from __future__ import annotations
@@ -28,7 +37,7 @@ from typing import Any
 
 import lightning as L
 import torch
-from lightly.loss import DINOLoss
+from lightly.loss import DINOLoss, IBOTPatchLoss, KoLeoLoss
 from lightly.models.modules import DINOProjectionHead
 from lightly.models.utils import deactivate_requires_grad, update_momentum
 from lightly.utils.scheduler import cosine_schedule, cosine_warmup_schedule
@@ -38,14 +47,25 @@ from alan.artifacts import atomic_write_json
 from alan.data.frames import FrameDataModule, FrameDataset, fingerprint
 from alan.errors import AlanError
 from alan.models.backbones import Backbone, BackboneConfig, arch_spec, create_vit, gray_stats
+from alan.models.ibot import block_masks, encode_masked, masked_vit
 from alan.records import Record
 from alan.training import RunOptions, fit, launched_rank, run_folder
 from alan.transforms.multicrop import MultiCrop, _mix64, default_local_size, sample_keys
 
 
+RECIPES = ("dino", "dinov2")
+#: Fields that only the dinov2 recipe uses; a dino run's record leaves them out (so it is the same as before they existed).
+DINOV2_FIELDS = ("recipe", "ibot_weight", "koleo_weight", "mask_ratio", "mask_probability", "ibot_separate_head")
+
+
 @dataclass
 class DINOConfig:
-    """What DINO learns and how (the official defaults; `RunOptions` says how the job runs)."""
+    """What DINO learns and how (the official defaults; `RunOptions` says how the job runs).
+
+    ``recipe``: "dino" (Caron et al. 2021, the CLS loss only) or "dinov2" (plus the iBOT
+    masked-patch term and KoLeo, Oquab et al. 2023, section 4); the fields after it are the
+    dinov2 recipe's, at the values of DINOv2's released configuration.
+    """
 
     arch: str = "vit_small_p4_112"
     out_dim: int = 65536
@@ -71,9 +91,30 @@ class DINOConfig:
     freeze_last_layer: float = 1
     clip_grad: float = 3.0
     drop_path: float = 0.1
+    recipe: str = "dino"
+    ibot_weight: float = 1.0
+    koleo_weight: float = 0.1
+    mask_ratio: tuple[float, float] = (0.1, 0.5)
+    mask_probability: float = 0.5
+    ibot_separate_head: bool = True
+
+    def __post_init__(self) -> None:
+        if self.recipe not in RECIPES:
+            raise AlanError(f"recipe must be one of {', '.join(RECIPES)}, got {self.recipe!r}")
+        lo, hi = self.mask_ratio = (float(self.mask_ratio[0]), float(self.mask_ratio[1]))
+        if not 0.0 < lo <= hi < 1.0:
+            raise AlanError(f"mask ratio must satisfy 0 < min <= max < 1, got {lo} {hi}")
+        if not 0.0 < self.mask_probability <= 1.0:
+            raise AlanError(f"mask probability must be in (0, 1], got {self.mask_probability}")
+        if self.ibot_weight < 0 or self.koleo_weight < 0:
+            raise AlanError(f"loss weights must be >= 0, got iBOT {self.ibot_weight}, KoLeo {self.koleo_weight}")
 
     def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
+        d = asdict(self)
+        if self.recipe == "dino":
+            for k in DINOV2_FIELDS:
+                del d[k]
+        return d
 
 
 @dataclass
@@ -121,6 +162,19 @@ class DINO(L.LightningModule):
         self.criterion = DINOLoss(output_dim=config.out_dim, warmup_teacher_temp=config.warmup_teacher_temp,
                                   teacher_temp=config.teacher_temp, warmup_teacher_temp_epochs=0,
                                   student_temp=config.student_temp, center_momentum=config.center_momentum)
+        self.dense = config.recipe == "dinov2"
+        if self.dense:  # DINOv2's mask token (zeros, as DINOv2 initialises it), iBOT heads and loss
+            self.student_mask_token = torch.nn.Parameter(torch.zeros(1, 1, spec.embed_dim))
+            if config.ibot_separate_head:
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message=".*weight_norm.*deprecated", category=FutureWarning)
+                    self.student_ibot_head = DINOProjectionHead(**head, freeze_last_layer=1)
+                    self.teacher_ibot_head = DINOProjectionHead(**head)
+                self.teacher_ibot_head.load_state_dict(self.student_ibot_head.state_dict())
+                deactivate_requires_grad(self.teacher_ibot_head)
+            self.ibot_criterion = IBOTPatchLoss(output_dim=config.out_dim, teacher_temp=config.teacher_temp,
+                                                student_temp=config.student_temp, center_momentum=config.center_momentum)
+            self.koleo = KoLeoLoss()
         local = config.local_size or default_local_size(spec.img_size, spec.patch_size)
         self.multicrop = MultiCrop(global_size=spec.img_size, local_size=local, n_local=config.n_local,
                                    global_scale=config.global_scale, local_scale=config.local_scale)
@@ -175,13 +229,26 @@ class DINO(L.LightningModule):
         # Lightning restores the loader state of a resumed run
         self.plan = self._make_plan()
 
+    def student_parameters(self) -> list[tuple[str, torch.nn.Parameter]]:
+        """What the optimiser trains: the student ViT and its head(s), and DINOv2's mask token."""
+        modules = [self.student_backbone, self.student_head]
+        if self.dense and self.config.ibot_separate_head:
+            modules.append(self.student_ibot_head)
+        named = [(n, p) for m in modules for n, p in m.named_parameters()]
+        return named + [("mask_token", self.student_mask_token)] if self.dense else named
+
+    def ema_pairs(self) -> list[tuple[torch.nn.Module, torch.nn.Module]]:
+        pairs = [(self.student_backbone, self.teacher_backbone), (self.student_head, self.teacher_head)]
+        if self.dense and self.config.ibot_separate_head:
+            pairs.append((self.student_ibot_head, self.teacher_ibot_head))
+        return pairs
+
     def configure_optimizers(self) -> torch.optim.Optimizer:
         decay, no_decay = [], []
-        for module in (self.student_backbone, self.student_head):
-            for name, param in module.named_parameters():
-                if not param.requires_grad:
-                    continue
-                (no_decay if name.endswith(".bias") or param.ndim == 1 else decay).append(param)
+        for name, param in self.student_parameters():
+            if not param.requires_grad:
+                continue
+            (no_decay if name.endswith(".bias") or param.ndim == 1 else decay).append(param)
         return torch.optim.AdamW([{"params": decay, "weight_decay": self.config.weight_decay, "decay": True},
                                   {"params": no_decay, "weight_decay": 0.0, "decay": False}], lr=0.0)
 
@@ -196,28 +263,83 @@ class DINO(L.LightningModule):
     def forward_teacher(self, views: list[Tensor]) -> list[Tensor]:
         return list(self.teacher_head(self.teacher_backbone(torch.cat(views[:2]))).chunk(2))
 
+    def forward_student_dense(self, views: list[Tensor], masks: Tensor) -> tuple[list[Tensor], Tensor, Tensor]:
+        """dinov2: DINO head outputs per view (masked global crops), iBOT head outputs at the masked
+        patches ``(M, out_dim)`` and the global crops' CLS tokens ``(2B, D)`` (for KoLeo)."""
+        cls, patches = encode_masked(masked_vit(self.student_backbone, self.student_mask_token), torch.cat(views[:2]), masks)
+        head = self.student_ibot_head if self.config.ibot_separate_head else self.student_head
+        out = [self.student_head(cls)]
+        if len(views) > 2:
+            out.append(self.student_head(self.student_backbone(torch.cat(views[2:]))))
+        return list(torch.cat(out).chunk(len(views))), head(patches[masks.flatten(1)]), cls
+
+    @torch.no_grad()
+    def forward_teacher_dense(self, views: list[Tensor], masks: Tensor) -> tuple[list[Tensor], Tensor]:
+        """dinov2: teacher DINO head outputs per global crop and iBOT head outputs of the full
+        crops' patch tokens at the positions the student had masked."""
+        tokens = self.teacher_backbone.forward_features(torch.cat(views[:2]))
+        p = self.teacher_backbone.num_prefix_tokens
+        head = self.teacher_ibot_head if self.config.ibot_separate_head else self.teacher_head
+        return list(self.teacher_head(tokens[:, 0]).chunk(2)), head(tokens[:, p:][masks.flatten(1)])
+
     def training_step(self, views: list[Tensor], batch_idx: int) -> Tensor:
         step = self._step = int(self.global_step)
         seed = _mix64(torch.tensor([(self.seed * 1_000_003 + step) * 4096 + self.global_rank]))
         torch.manual_seed(int(seed) & ((1 << 63) - 1))
-        s = self.schedule(step)
-        for group in self.optimizers().optimizer.param_groups:
-            group["lr"] = s["lr"]
-            if group.get("decay"):
-                group["weight_decay"] = s["wd"]
+        if self.dense:
+            return self._dense_step(views, step, int(seed))
+        s = self._set_schedule(step)
         teacher_out = self.forward_teacher(views)
         student_out = self.forward_student(views)
         with torch.autocast(device_type=self.device.type, enabled=False):  # the loss in fp32 under mixed precision
             loss = self.criterion([t.float() for t in teacher_out], [o.float() for o in student_out],
                                   teacher_temp=s["teacher_temp"])
-        if step % max(1, self.trainer.log_every_n_steps) == 0 and not torch.isfinite(loss):
-            raise AlanError(f"DINO loss is {loss.item()} at step {step}; lower the learning rate or use 32-bit precision")
+        self._check_finite(loss, step)
         self.log("loss", loss, prog_bar=True)
         self.log_dict({"lr": s["lr"], "wd": s["wd"], "momentum": s["momentum"], "teacher_temp": s["teacher_temp"]})
         return loss
 
+    def dense_loss(self, views: list[Tensor], masks: Tensor, teacher_temp: float) -> tuple[Tensor, dict[str, Tensor]]:
+        """dinov2: DINO + ibot_weight x iBOT + koleo_weight x KoLeo on `views` with the global crops'
+        patch `masks` (bool ``(2B, grid, grid)``); also the three terms. Updates both centres."""
+        c = self.config
+        teacher_out, teacher_patches = self.forward_teacher_dense(views, masks)
+        student_out, student_patches, cls = self.forward_student_dense(views, masks)
+        with torch.autocast(device_type=self.device.type, enabled=False):  # the loss in fp32 under mixed precision
+            dino = self.criterion([t.float() for t in teacher_out], [o.float() for o in student_out],
+                                  teacher_temp=teacher_temp)
+            ibot = self.ibot_criterion(teacher_patches.float(), student_patches.float(), masks, teacher_temp=teacher_temp)
+            # per global crop: KoLeo spreads the CLS tokens of different images, not two crops of one
+            koleo = sum(self.koleo(x.float()) for x in cls.chunk(2)) if cls.shape[0] >= 4 else cls.new_zeros(())
+            loss = dino + c.ibot_weight * ibot + c.koleo_weight * koleo
+        return loss, {"loss_dino": dino, "loss_ibot": ibot, "loss_koleo": koleo}
+
+    def _dense_step(self, views: list[Tensor], step: int, seed: int) -> Tensor:
+        s = self._set_schedule(step)
+        c = self.config
+        masks = block_masks(2 * views[0].shape[0], self.spec.img_size // self.spec.patch_size, c.mask_ratio,
+                            c.mask_probability, seed=seed, device=views[0].device)
+        loss, parts = self.dense_loss(views, masks, s["teacher_temp"])
+        self._check_finite(loss, step)
+        self.log("loss", loss, prog_bar=True)
+        self.log_dict({**parts, "masked_share": masks.float().mean()})
+        self.log_dict({"lr": s["lr"], "wd": s["wd"], "momentum": s["momentum"], "teacher_temp": s["teacher_temp"]})
+        return loss
+
+    def _set_schedule(self, step: int) -> dict[str, float]:
+        s = self.schedule(step)
+        for group in self.optimizers().optimizer.param_groups:
+            group["lr"] = s["lr"]
+            if group.get("decay"):
+                group["weight_decay"] = s["wd"]
+        return s
+
+    def _check_finite(self, loss: Tensor, step: int) -> None:
+        if step % max(1, self.trainer.log_every_n_steps) == 0 and not torch.isfinite(loss):
+            raise AlanError(f"DINO loss is {loss.item()} at step {step}; lower the learning rate or use 32-bit precision")
+
     def on_before_optimizer_step(self, optimizer: torch.optim.Optimizer) -> None:
-        params = [p for m in (self.student_backbone, self.student_head) for p in m.parameters() if p.grad is not None]
+        params = [p for _, p in self.student_parameters() if p.grad is not None]
         if self.config.clip_grad and params:  # official clip_gradients: each parameter's gradient norm <= clip
             grads = [p.grad for p in params]
             norms = torch._foreach_norm(grads)
@@ -225,12 +347,14 @@ class DINO(L.LightningModule):
         assert self.plan is not None
         if self._step < self.plan.freeze:
             self.student_head.cancel_last_layer_gradients(current_epoch=0)
+            if self.dense and self.config.ibot_separate_head:
+                self.student_ibot_head.cancel_last_layer_gradients(current_epoch=0)
 
     def optimizer_step(self, epoch: int, batch_idx: int, optimizer: Any, optimizer_closure: Any = None) -> None:
         super().optimizer_step(epoch, batch_idx, optimizer, optimizer_closure)
         m = self.schedule(self._step)["momentum"]
-        update_momentum(self.student_backbone, self.teacher_backbone, m)
-        update_momentum(self.student_head, self.teacher_head, m)
+        for student, teacher in self.ema_pairs():
+            update_momentum(student, teacher, m)
 
     def on_save_checkpoint(self, checkpoint: dict[str, Any]) -> None:
         checkpoint["alan"] = {"arch": self.config.arch, "mean": float(self.data_mean), "std": float(self.data_std),
