@@ -194,6 +194,11 @@ def test_input_size_is_used_in_training_kept_by_the_head_and_used_at_inference(t
     assert compute_parcels(bb, loaded, frames).shape == (3, 50, 60)
     # the view features stay the backbone's own: CLS of frames at its training size
     torch.testing.assert_close(cls, bb(torch.from_numpy(frames))[0])
+    from alan.models.backbones import view_features
+
+    grid, _ = compute_tokens_and_logits(bb, loaded, frames, features="grid")
+    torch.testing.assert_close(grid, view_features(*bb(torch.from_numpy(frames)), "grid"))
+    assert compute_tokens_and_logits(bb, loaded, frames, features=None)[0] is None
     with pytest.raises(AlanError, match="multiple of the patch size"):
         train_raptor(bb, _records(), tmp_path / "bad", n_parcels=6, input_size=90, opts=opts)
     assert not (tmp_path / "bad").exists()

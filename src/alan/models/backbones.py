@@ -219,3 +219,19 @@ def state_dict_mismatch(model: nn.Module, state: dict[str, torch.Tensor]) -> str
     if shapes:
         parts.append(f"shape mismatch ({len(shapes)}): {_short(shapes, 3)}")
     return "; ".join(parts)
+
+
+#: View features: the CLS token (the paper's) or the patch tokens averaged on a 7 x 7 grid.
+FEATURES = ("cls", "grid")
+GRID = 7
+
+
+def view_features(cls: torch.Tensor, tokens: torch.Tensor, features: str = "cls") -> torch.Tensor:
+    """View features of a backbone pass: (N, D) CLS tokens (`"cls"`, the ALAN paper's kNN) or (`"grid"`,
+    beyond the paper) the patch tokens averaged on a 7 x 7 grid of the frame, concatenated (N, 49 D)."""
+    if features == "cls":
+        return cls
+    n, t, d = tokens.shape
+    g = int(round(t ** 0.5))
+    grid = tokens.transpose(1, 2).reshape(n, d, g, g)
+    return torch.nn.functional.adaptive_avg_pool2d(grid, GRID).flatten(1)

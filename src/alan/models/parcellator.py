@@ -22,6 +22,7 @@ import numpy as np
 import torch
 
 from alan.errors import AlanError
+from alan.models.backbones import GRID, view_features
 from alan.models.raptor import RaptorHead
 from alan.transforms.intensity import to_unit
 from alan.transforms.spatial import resize_unit
@@ -56,29 +57,33 @@ def grid_logits(head: RaptorHead, tokens: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def compute_tokens_and_logits(backbone: Any, head: RaptorHead, frames: np.ndarray | torch.Tensor,
-                              batch_size: int = 32, with_cls: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
-    """(CLS (T, D), token-grid logits (T, K, g, g)) of frames (T, H, W) (uint8, float in [0, 1], or MR intensities).
+                              batch_size: int = 32, features: str | None = "cls"
+                              ) -> tuple[torch.Tensor | None, torch.Tensor]:
+    """(view features (T, F), token-grid logits (T, K, g, g)) of frames (T, H, W) (uint8, float in
+    [0, 1], or MR intensities).
 
-    The logits come from frames fed at the head's input size; the CLS tokens (the view features)
-    always from frames at the backbone's own size, which costs a second, smaller pass when the two
-    differ. Without `with_cls` the CLS is None and that pass is skipped."""
+    The logits come from frames fed at the head's input size; the view features (`features`: "cls"
+    or "grid", see `view_features`) always from frames at the backbone's own size, as a view model
+    is fitted, which costs a second, smaller pass when the two sizes differ. With `features=None`
+    there are none (None) and that pass is skipped."""
     frames_np = _as_frames(frames)
     native = backbone.config.img_size
     size = head.input_size or native
     device = _device_of(head)
-    cls_out, out = [], []
+    feats, out = [], []
     for i in range(0, len(frames_np), batch_size):
         unit = to_unit(frames_np[i:i + batch_size])
         cls, tokens = backbone(resize_unit(unit, size), size)
         out.append(grid_logits(head, tokens.to(device)).cpu())
-        if with_cls and size != native:
-            cls, _ = backbone(resize_unit(unit, native))
-        if with_cls:
-            cls_out.append(cls.float().cpu())
+        if features is not None:
+            if size != native:
+                cls, tokens = backbone(resize_unit(unit, native))
+            feats.append(view_features(cls, tokens, features).float().cpu())
     if not out:
         g = backbone.grid_at(size)
-        return (torch.empty(0, backbone.embed_dim) if with_cls else None), torch.empty(0, head.n_parcels, g, g)
-    return (torch.cat(cls_out) if with_cls else None), torch.cat(out)
+        dim = backbone.embed_dim * (1 if features == "cls" else GRID * GRID)
+        return (torch.empty(0, dim) if features else None), torch.empty(0, head.n_parcels, g, g)
+    return (torch.cat(feats) if features else None), torch.cat(out)
 
 
 @torch.no_grad()
@@ -96,18 +101,19 @@ def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
 
 
 def compute_cls_and_parcels(backbone: Any, head: RaptorHead, frames: np.ndarray | torch.Tensor,
-                            batch_size: int = 32) -> tuple[np.ndarray, np.ndarray]:
-    """(CLS (T, D) float32, parcel ids (T, H, W) at the frames' own resolution, uint8 for K <= 256
-    else uint16) in one backbone pass."""
+                            batch_size: int = 32, features: str = "cls") -> tuple[np.ndarray, np.ndarray]:
+    """(view features (T, F) float32, by default the CLS tokens, parcel ids (T, H, W) at the frames'
+    own resolution, uint8 for K <= 256 else uint16) in one backbone pass (two when the head's input
+    size is not the backbone's, see `compute_tokens_and_logits`)."""
     head.eval()
-    cls, logits = compute_tokens_and_logits(backbone, head, frames, batch_size)
+    cls, logits = compute_tokens_and_logits(backbone, head, frames, batch_size, features)
     return cls.numpy(), upsample_argmax(logits, tuple(_as_frames(frames).shape[-2:]))
 
 
 def compute_parcels(backbone: Any, head: RaptorHead, frames: np.ndarray | torch.Tensor, batch_size: int = 32) -> np.ndarray:
     """Parcel ids (T, H, W) at the frames' own resolution; uint8 (K <= 256) or uint16."""
     head.eval()
-    _, logits = compute_tokens_and_logits(backbone, head, frames, batch_size, with_cls=False)
+    _, logits = compute_tokens_and_logits(backbone, head, frames, batch_size, features=None)
     return upsample_argmax(logits, tuple(_as_frames(frames).shape[-2:]))
 
 
@@ -192,39 +198,39 @@ class Parcellator:
         return {"backbone_hash": getattr(self.backbone, "hash", None), "head_hash": getattr(self.head, "hash", None),
                 "n_parcels": int(getattr(self.head, "n_parcels", 0)) or None, "work_size": self.work_size}
 
-    def cls_and_parcels(self, frames: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-        """(CLS features (N, D) float32, parcel maps (N, H, W)) in one backbone pass."""
-        return compute_cls_and_parcels(self.backbone, self.head, frames, self.batch_size)
+    def cls_and_parcels(self, frames: np.ndarray, features: str = "cls") -> tuple[np.ndarray, np.ndarray]:
+        """(view features (N, F) float32, by default the CLS tokens, parcel maps (N, H, W)) of one pass."""
+        return compute_cls_and_parcels(self.backbone, self.head, frames, self.batch_size, features)
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         return compute_parcels(self.backbone, self.head, frames, batch_size=self.batch_size)
 
-    def forward_batch(self, frames: np.ndarray, with_cls: bool = True) -> tuple[torch.Tensor | None, torch.Tensor]:
-        """(CLS (N, D) or None without `with_cls`, token-grid logits (N, K, g, g)) of work frames
-        (N, H, W) in one backbone batch (`compute_tokens_and_logits`)."""
+    def forward_batch(self, frames: np.ndarray, features: str | None = "cls") -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(view features (N, F) or None, token-grid logits (N, K, g, g)) of work frames (N, H, W)
+        in one backbone batch (`compute_tokens_and_logits`)."""
         self.head.eval()
-        return compute_tokens_and_logits(self.backbone, self.head, frames, max(1, len(frames)), with_cls)
+        return compute_tokens_and_logits(self.backbone, self.head, frames, max(1, len(frames)), features)
 
     def parcels_of_logits(self, logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
         """Parcel maps (T, H, W) of token-grid logits (T, K, g, g), as `__call__` makes them."""
         return upsample_argmax(logits, size)
 
     def cls_and_logits_across(self, items: Iterable[tuple[Hashable, np.ndarray]], batch_size: int | None = None,
-                              with_cls: bool = True) -> Iterator[tuple[Hashable, torch.Tensor | None, torch.Tensor]]:
-        """(key, CLS (T, D), token-grid logits (T, K, g, g)) of each item (key, work frames (T, H, W)),
+                              features: str | None = "cls") -> Iterator[tuple[Hashable, torch.Tensor | None, torch.Tensor]]:
+        """(key, view features (T, F), token-grid logits (T, K, g, g)) of each item (key, work frames (T, H, W)),
         in item order, with frames of several items stacked into one backbone batch (`batches_across`):
-        many short recordings run at the backbone's batch speed. Keys must be distinct. Without
-        `with_cls` the CLS is None (and a second backbone pass is saved, see `compute_tokens_and_logits`)."""
+        many short recordings run at the backbone's batch speed. Keys must be distinct. The view
+        features are `features` ("cls", "grid") or None (see `compute_tokens_and_logits`)."""
         done: dict[Hashable, list[tuple[torch.Tensor | None, torch.Tensor]]] = {}
         for frames, pieces in batches_across(items, batch_size or self.batch_size):
-            cls, logits = self.forward_batch(frames, with_cls)
+            cls, logits = self.forward_batch(frames, features)
             row = 0
             for key, n, last in pieces:
                 done.setdefault(key, []).append((None if cls is None else cls[row:row + n], logits[row:row + n]))
                 row += n
                 if last:
                     parts = done.pop(key)
-                    yield (key, torch.cat([c for c, _ in parts]) if with_cls else None,
+                    yield (key, torch.cat([c for c, _ in parts]) if features else None,
                            torch.cat([g for _, g in parts]))
 
     def cls_and_parcels_across(self, items: Iterable[tuple[Hashable, np.ndarray]], batch_size: int | None = None

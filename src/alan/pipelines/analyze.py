@@ -173,11 +173,16 @@ def analyze_frames(record: Record, frames: np.ndarray, parcellator: Parcellator,
     """(summary, {target: bool masks (T, H, W)}, parcels (T, H, W) native) of one decoded recording."""
     frames = _checked(record, frames)
     work = to_work(list(frames), parcellator.work_size)
-    if knn is not None:  # the view's CLS tokens come from the same backbone pass as the parcels
-        cls, parcels = parcellator.cls_and_parcels(work)
+    if knn is not None:  # the view features come from the same backbone pass as the parcels
+        cls, parcels = parcellator.cls_and_parcels(work, view_kind(knn))
     else:
         cls, parcels = None, parcellator(work)
     return summarise(record, frames, parcels, parcellator, segmenters, knn, cls)
+
+
+def view_kind(knn: WeightedKNN) -> str:
+    """The kind of view features ("cls", "grid") a view model was fitted on."""
+    return knn.provenance_.get("features", "cls")
 
 
 def summarise(record: Record, frames: np.ndarray, parcels: np.ndarray, parcellator: Parcellator,
@@ -544,7 +549,7 @@ def analyze_study(items: Sequence[Record | Failed], parcellator: Parcellator, se
             threadpool_limits(1, user_api="blas"), _finishing(writer, queue):
         task = bar.add_task("", total=total or None)
         bar.advance(task, sum(int(items[i].n_frames or done[i]["frames"]) for i in done))
-        batches = parcellator.cls_and_logits_across(to_batch(), with_cls=knn is not None)
+        batches = parcellator.cls_and_logits_across(to_batch(), features=view_kind(knn) if knn is not None else None)
         for i, cls, logits in timings.iterate("backbone + head", batches):
             while len(queue) >= WRITER_QUEUE:
                 with timings("waiting for the writer"):

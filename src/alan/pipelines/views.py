@@ -11,6 +11,7 @@ from rich.progress import Progress
 
 from alan.downstream.knn import WeightedKNN
 from alan.errors import AlanError
+from alan.models.backbones import FEATURES, GRID, view_features
 from alan.metrics import accuracy, confusion_matrix, per_class_accuracy
 from alan.records import Record
 
@@ -28,11 +29,6 @@ def record_frame(rec: Record) -> np.ndarray:
     if len(frames) == 1:
         idx = 0
     return np.asarray(frames[idx])
-
-
-#: View features: the CLS token (the paper's) or the patch tokens averaged on a 7 x 7 grid.
-FEATURES = ("cls", "grid")
-GRID = 7
 
 
 def cls_features(backbone: Any, records: Sequence[Record], batch_size: int = 64, progress: bool = False,
@@ -57,16 +53,6 @@ def cls_features(backbone: Any, records: Sequence[Record], batch_size: int = 64,
             bar.advance(task, len(chunk))
     dim = backbone.embed_dim * (1 if features == "cls" else GRID * GRID)
     return np.concatenate(feats) if feats else np.zeros((0, dim), np.float32)
-
-
-def view_features(cls: torch.Tensor, tokens: torch.Tensor, features: str = "cls") -> torch.Tensor:
-    """(N, D) CLS tokens or (N, 49 D) grid-pooled patch tokens (see `cls_features`)."""
-    if features == "cls":
-        return cls
-    n, t, d = tokens.shape
-    g = int(round(t ** 0.5))
-    grid = tokens.transpose(1, 2).reshape(n, d, g, g)
-    return torch.nn.functional.adaptive_avg_pool2d(grid, GRID).flatten(1)
 
 
 def labelled(records: Sequence[Record]) -> list[Record]:
