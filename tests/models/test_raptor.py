@@ -255,3 +255,29 @@ def test_disk_token_cache_of_another_ddp_rank_stays_out_of_the_run_folder(tmp_pa
     assert not path.parent.exists()
     monkeypatch.setenv("RANK", "0")
     assert _cache_path(tmp_path / "run") == tmp_path / "run" / "token_cache.f16"
+
+
+def test_input_size_copy_keeps_the_weights_and_records_where_it_came_from(tmp_path, run_cli):
+    from alan.models.raptor import set_input_size
+
+    torch.manual_seed(0)
+    head = RaptorHead(8, 3, position=1.0, grid=8).eval()
+    save_head(head, tmp_path / "h", backbone_hash="feedbeef", training={"input_size": None},
+              meta={"backbone_arch": "vit_micro_p8_64"})
+    res = run_cli("raptor", "input-size", "--head", str(tmp_path / "h"), "--size", "96", "--out", str(tmp_path / "h96"))
+    assert res.returncode == 0 and "frames at 96 px" in res.stdout, res.stderr
+    copy = load_head(tmp_path / "h96")
+    assert copy.input_size == 96 and copy.hash != head.hash and copy.config["backbone_hash"] == "feedbeef"
+    assert copy.config["meta"]["input_size_from"] == head.hash and copy.config["training"]["input_size"] is None
+    assert all(torch.equal(v, copy.state_dict()[k]) for k, v in head.state_dict().items())
+    with pytest.raises(AlanError, match="multiple of the patch size 8"):
+        set_input_size(tmp_path / "h", 90, tmp_path / "bad")
+    save_head(head, tmp_path / "no_arch", backbone_hash="feedbeef")
+    with pytest.raises(ArtifactError, match="architecture"):
+        set_input_size(tmp_path / "no_arch", 96, tmp_path / "bad")
+    assert not (tmp_path / "bad").exists()
+    # the output policy holds: an existing folder of other things is refused
+    (tmp_path / "mine").mkdir()
+    (tmp_path / "mine" / "notes.txt").write_text("keep me")
+    res = run_cli("raptor", "input-size", "--head", str(tmp_path / "h"), "--size", "96", "--out", str(tmp_path / "mine"))
+    assert res.returncode == 2 and (tmp_path / "mine" / "notes.txt").read_text() == "keep me"

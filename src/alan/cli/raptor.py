@@ -94,6 +94,26 @@ def train(
     typer.echo(f"head {head.hash} (K={k}, backbone {bb.hash}) -> {out / 'head'}")
 
 
+@raptor_app.command("input-size")
+def input_size(
+    head: Path = typer.Option(..., "--head", help="RAPTOR head artifact or raptor run folder."),
+    size: int = typer.Option(..., "--size", min=1,
+                             help="Size (px) frames go to the backbone at, a multiple of its patch size (e.g. 224)."),
+    out: Path = out_dir("Output folder for the new head artifact."),
+) -> None:
+    """Copy a head with another input size (beyond the paper, see docs/raptor.md, "Input size").
+
+    The weights are unchanged; frames go to the backbone at SIZE px at inference, for a finer token
+    grid. Example:
+
+        alan raptor input-size --head runs/raptor --size 224 --out heads/raptor_224
+    """
+    from alan.models.raptor import set_input_size
+
+    new = set_input_size(head, size, out)
+    typer.echo(f"head {new.hash} (from {new.config['meta']['input_size_from']}, frames at {size} px) -> {out}")
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main app."""
     app.add_typer(raptor_app, name="raptor")

@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from alan.artifacts import bundled_artifact, load_artifact, save_artifact
-from alan.errors import ArtifactError
+from alan.errors import AlanError, ArtifactError
 
 KIND = "raptor_head"
 POSITION_DIM = 8
@@ -206,6 +206,32 @@ def save_head(head: RaptorHead, out_dir: str | Path, *, backbone_hash: str | Non
     head.hash = save_artifact(out_dir, tensors, config)
     head.config = {**config, "hash": head.hash}
     return head.hash
+
+
+def set_input_size(path: str | Path, input_size: int | None, out_dir: str | Path) -> RaptorHead:
+    """Save a copy of the head at `path` to `out_dir` with the frames going to the backbone at
+    `input_size` px (None: the backbone's own), the weights unchanged; returns the new head.
+
+    The size must be a multiple of the backbone's patch size; the head's training size stays in
+    its record (``training.input_size``) and the source head's hash in ``meta.input_size_from``."""
+    from alan.models.registry import get_arch
+
+    head = load_head(path)
+    config = head.config
+    arch = config.get("meta", {}).get("backbone_arch")
+    if arch is None:
+        raise ArtifactError(f"{resolve_head_dir(path)}: the head does not record its backbone's architecture")
+    patch = get_arch(arch).config.patch_size
+    if input_size is not None and (input_size <= 0 or input_size % patch):
+        raise AlanError(f"input size {input_size} is not a positive multiple of the patch size {patch} of {arch}")
+    trained_at = config.get("training", {}).get("input_size", config.get("input_size"))
+    copy = RaptorHead(head.embed_dim, head.n_parcels, head.dropout, position=head.position, grid=head.grid,
+                      input_size=input_size)
+    copy.load_state_dict(head.state_dict(), strict=True)
+    save_head(copy, out_dir, backbone_hash=config.get("backbone_hash"), loss=config.get("loss"),
+              training={**config.get("training", {}), "input_size": trained_at},
+              meta={**config.get("meta", {}), "input_size_from": config["hash"]}, run_info=config.get("run_info"))
+    return copy.eval()
 
 
 def resolve_head_dir(path: str | Path) -> Path:

@@ -270,7 +270,7 @@ def train_raptor(backbone: Any, records: list[Record], out_dir: str | Path, *, n
     training = {
         "run": {k: v for k, v in opts.to_dict().items() if k not in NOT_HASHED_OPTIONS}, "lr": lr, "optimizer": "Adam", "clip_length": length, "period": period,
         "short": short, "cache": mode, "cache_bytes": nbytes, "standardize_tokens": standardize_tokens,
-        "n_records": len(dataset), "n_frames": int(sum(dataset.n_frames)),
+        "n_records": len(dataset), "n_frames": int(sum(dataset.n_frames)), "input_size": input_size,
     }
     save_head(head, out_dir / "head", backbone_hash=getattr(backbone, "hash", None),
               loss={"preset": preset_name, **asdict(cfg)}, training=training,
