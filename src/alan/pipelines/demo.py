@@ -37,8 +37,9 @@ class DemoConfig:
     def protocol(self) -> ProtocolConfig:
         # What the demo ships beyond the paper (each measured in docs/raptor.md and docs/downstream.md,
         # chosen on phantom patients the demo does not score): the head sees the tokens' grid
-        # position, the kept component is chosen by a location prior, views use grid-pooled tokens.
-        shipped = dict(raptor_position=1.0, component_by="prior", view_features="grid")
+        # position and takes frames at 224 px at inference (a finer token grid), the kept component is
+        # chosen by a location prior, views use grid-pooled tokens.
+        shipped = dict(raptor_position=1.0, raptor_input_size=224, component_by="prior", view_features="grid")
         if self.quick:
             return ProtocolConfig(n_parcels=32, raptor_epochs=1, raptor_max_steps=6, raptor_batch_size=2, seed=self.seed,
                                   ks=(2, 10), view_k=10, **shipped)

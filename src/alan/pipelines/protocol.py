@@ -36,6 +36,7 @@ class ProtocolConfig:
     raptor_batch_size: int = 4
     raptor_preset: str = "reference"
     raptor_position: float = 0.0  # 0: the paper's head (see RaptorHead's position option)
+    raptor_input_size: int | None = None  # frames at inference after training at the backbone's size (None: the same)
     component_by: str = "parcels"  # the paper's rule; "prior": a location prior picks the component
     view_features: str = "cls"  # the paper's CLS kNN; "grid": patch tokens on a 7 x 7 grid
     raptor_limit: int | None = None
@@ -129,7 +130,8 @@ def run_protocol(backbone: Any, out: Path, *, echonet: Path | None, camus: Path 
         train_ds = eds if eds is not None else cds
         if head is not None:
             results["raptor"] = {"hash": head.hash, "K": int(head.n_parcels), "trained_on": "given (not retrained)",
-                                 "position": getattr(head, "position", 0.0)}
+                                 "position": getattr(head, "position", 0.0),
+                                 "input_size": getattr(head, "input_size", None)}
         else:
             head = _train_head(backbone, train_ds, out, config, timer, results)
         parcellator = Parcellator(backbone, head, work_size=config.work_size)
@@ -190,8 +192,13 @@ def _train_head(backbone: Any, train_ds: Dataset, out: Path, config: ProtocolCon
         head = train_raptor(backbone, records, out / "raptor", n_parcels=config.n_parcels, loss=config.raptor_preset,
                             position=config.raptor_position,
                             opts=opts, data={"path": str(train_ds.root), "format": train_ds.format, "split": "train"})
+    if config.raptor_input_size is not None:  # same weights, frames fed larger at inference
+        from alan.models.raptor import set_input_size
+
+        head = set_input_size(out / "raptor", config.raptor_input_size, out / "models" / "raptor_head")
     results["raptor"] = {"hash": head.hash, "K": config.n_parcels, "trained_on": train_ds.format,
-                         "n_records": len(records), "position": config.raptor_position}
+                         "n_records": len(records), "position": config.raptor_position,
+                         "input_size": config.raptor_input_size}
     return head
 
 
