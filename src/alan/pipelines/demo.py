@@ -150,7 +150,7 @@ def run_demo(out: str | Path, cfg: DemoConfig, console: Console | None = None) -
     results["machine"] = {"python": platform.python_version(), "platform": platform.platform()}
     atomic_write_json(out / "results.json", results)
     write_report(results, out / "report.html")
-    print_summary(results, console)
+    print_summary(results, console, "Demo summary")
     return results
 
 

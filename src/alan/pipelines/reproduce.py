@@ -86,5 +86,5 @@ def reproduce_alan(out: str | Path, *, echonet: Path | None, camus: Path | None,
     results["total_s"] = round(sum(timer.times.values()), 1)
     atomic_write_json(out / "results.json", results)
     write_report(results, out / "report.html", title="alan reproduce alan: the ALAN paper's protocol")
-    print_summary(results, console)
+    print_summary(results, console, "Reproduce summary")
     return results

@@ -9,7 +9,7 @@ from rich.console import Console
 from rich.table import Table
 
 
-def print_summary(results: dict[str, Any], console: Console) -> None:
+def print_summary(results: dict[str, Any], console: Console, title: str = "Summary") -> None:
     from alan.reports.tables import segmentation_table, views_table
 
     for fmt, rep in results["segmentation"]["by_dataset"].items():
@@ -18,14 +18,16 @@ def print_summary(results: dict[str, Any], console: Console) -> None:
         console.print(views_table(results["views"]))
     if "sscl" in results and results["sscl"].get("tables"):
         console.print(results["sscl"]["tables"])
-    t = Table(title="Demo summary")
+    t = Table(title=title)
     t.add_column("metric")
     t.add_column("value", justify="right")
     for target in ("LV", "LA"):
         for phase in ("ED", "ES"):
             s = results["segmentation"].get(target, {}).get(phase)
             if s:
-                t.add_row(f"{target} {phase} DICE", f"{s['dice_mean']:.3f} ± {s['dice_std']:.3f} (n={s['n']})")
+                both = len(results["segmentation"]["by_dataset"]) > 1
+                pooled = " (pooled: EchoNet + CAMUS)" if target == "LV" and both else ""
+                t.add_row(f"{target} {phase} DICE{pooled}", f"{s['dice_mean']:.3f} ± {s['dice_std']:.3f} (n={s['n']})")
     if "views" in results:
         t.add_row(f"view accuracy (k={results['views']['k']})", f"{results['views']['accuracy']:.3f}")
     for stage, secs in results["stages_s"].items():
