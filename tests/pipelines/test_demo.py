@@ -31,7 +31,7 @@ def test_demo_quick_end_to_end(tmp_path):
     for name, path in r["segment_models"].items():
         fmt, target = name.split("_")
         again = _cli_json("segment", "eval", "--model", path, "--backbone", backbone, "--head",
-                          str(out / "raptor" / "head"), "--data", str(out / "data" / fmt), "--split", "test")
+                          r["raptor"]["path"], "--data", str(out / "data" / fmt), "--split", "test")
         for phase in ("ED", "ES"):
             want = again["dice"][target][phase]
             got = seg["by_dataset"][fmt]["dice"][target][phase]

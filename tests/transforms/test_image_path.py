@@ -34,12 +34,13 @@ def test_the_backbone_input_of_inference_is_the_work_frame():
         config = type("C", (), {"img_size": 16})()
         embed_dim, grid = 4, 2
 
-        def forward(self, x):
+        def forward(self, x, size=None):
             seen.append(x.clone())
             return torch.zeros(len(x), 4), torch.zeros(len(x), 4, 4)
 
     class Head(torch.nn.Module):
         n_parcels = 3
+        input_size = None
         grid_of = staticmethod(lambda n: 2)
 
         def __init__(self):

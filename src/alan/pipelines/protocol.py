@@ -192,11 +192,13 @@ def _train_head(backbone: Any, train_ds: Dataset, out: Path, config: ProtocolCon
         head = train_raptor(backbone, records, out / "raptor", n_parcels=config.n_parcels, loss=config.raptor_preset,
                             position=config.raptor_position,
                             opts=opts, data={"path": str(train_ds.root), "format": train_ds.format, "split": "train"})
+    path = out / "raptor" / "head"
     if config.raptor_input_size is not None:  # same weights, frames fed larger at inference
         from alan.models.raptor import set_input_size
 
-        head = set_input_size(out / "raptor", config.raptor_input_size, out / "models" / "raptor_head")
-    results["raptor"] = {"hash": head.hash, "K": config.n_parcels, "trained_on": train_ds.format,
+        path = out / "models" / "raptor_head"
+        head = set_input_size(out / "raptor", config.raptor_input_size, path)
+    results["raptor"] = {"hash": head.hash, "path": str(path), "K": config.n_parcels, "trained_on": train_ds.format,
                          "n_records": len(records), "position": config.raptor_position,
                          "input_size": config.raptor_input_size}
     return head
