@@ -1,6 +1,7 @@
 """`alan segment`, `alan views` and `alan analyze` through the CLI on small phantoms."""
 
 import json
+from pathlib import Path
 
 import cv2
 import numpy as np
@@ -94,3 +95,36 @@ def test_views_fit_eval(setup, tmp_path):
     for r in rep["by_k"].values():
         cm = np.array(r["confusion"])
         assert cm.sum() == rep["n_test"] and np.trace(cm) / cm.sum() == pytest.approx(r["accuracy"])
+
+
+@pytest.mark.parametrize("features", ["cls", "grid"])
+def test_analyze_scores_views_on_the_features_the_bank_was_fitted_on(setup, tmp_path, features):
+    import torch
+
+    from alan.data import open_dataset
+    from alan.downstream.knn import WeightedKNN
+    from alan.models.backbones import load_backbone, view_features
+    from alan.transforms.spatial import to_work
+
+    root, echonet, tmed2 = setup
+    common = ["--backbone", str(root / "bb"), "--head", str(root / "head")]
+    res = run(app, ["views", "fit", "--backbone", str(root / "bb"), "--data", str(tmed2), "--features", features,
+                    "--out", str(tmp_path / "bank")])
+    assert res.exit_code == 0, res.output
+    res = run(app, ["segment", "fit", *common, "--data", str(echonet), "--split", "all", "--target", "LV",
+                    "--out", str(tmp_path / "lv.json")])
+    assert res.exit_code == 0, res.output
+    record = open_dataset(echonet, "echonet").records[0]
+    res = run(app, ["analyze", str(record.source), *common, "--segment", str(tmp_path / "lv.json"),
+                    "--views", str(tmp_path / "bank"), "--out", str(tmp_path / "an"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    s = json.loads((tmp_path / "an" / "records" / Path(record.source).stem / "summary.json").read_text())
+    # oracle: the bank's own features of the recording's frames, as `views fit` makes them
+    knn, bb = WeightedKNN.load(tmp_path / "bank"), load_backbone(root / "bb")
+    frames = np.asarray(record.frames)
+    with torch.no_grad():
+        feats = view_features(*bb(to_work(list(frames), 112)), features).numpy()
+    want = knn.predict_proba(feats[:: max(1, len(frames) // 16)]).mean(axis=0)
+    got = np.array([s["view_scores"][str(c)] for c in knn.classes_])
+    np.testing.assert_allclose(got, want, atol=1e-4)
+    assert s["view"] == str(knn.classes_[int(np.argmax(want))])
