@@ -18,25 +18,8 @@ import statistics
 import time
 import warnings
 
-import numpy as np
 import torch
-
-
-def make_records(n: int, t: int, size: int):
-    from alan.records import Record
-
-    rng = np.random.default_rng(0)
-    yy, xx = np.mgrid[:size, :size]
-    recs = []
-    for i in range(n):
-        frames = []
-        for k in range(t):
-            r = size * (0.2 + 0.05 * np.sin(2 * np.pi * k / t))
-            disc = (xx - size / 2) ** 2 + (yy - size / 2) ** 2 < r * r
-            frames.append((disc * 150 + rng.integers(0, 60, (size, size))).astype(np.uint8))
-        v = np.stack(frames)
-        recs.append(Record(id=f"v{i}", load_frames=lambda v=v: v, n_frames=t, split="train"))
-    return recs
+from bench_dino_train import make_records  # the same synthetic clips as the DINO training bench
 
 
 def steps_per_s(recipe: str, arch: str, args: argparse.Namespace) -> float:

@@ -213,17 +213,21 @@ class KillAt(L.Callback):
             raise Killed
 
 
-@pytest.mark.parametrize("kill", [5, 7])  # after the step-4 checkpoint (mid-epoch) / after the epoch-end one (6)
-def test_resume_repeats_the_uninterrupted_run(tmp_path, kill):
-    recs, cfg = records(), DINOConfig(**TINY, lr=0.05)  # 48 frames, 6 steps per epoch, drop-path on
-    opts = options(max_steps=14, checkpoint_every_n_steps=4)
+def full_and_resumed(tmp_path, cfg: DINOConfig, max_steps: int, kill: int):
+    """State dicts of an uninterrupted run and of one killed at step `kill` then resumed (checkpoints every 4)."""
+    recs, opts = records(), options(max_steps=max_steps, checkpoint_every_n_steps=4)
     full, _, _ = train_dino(recs, cfg, opts, tmp_path / "full")
     with pytest.raises(Killed):
         train_dino(recs, cfg, opts, tmp_path / "cut", callbacks=(KillAt(kill),))
     opts.resume = True
     resumed, trainer, _ = train_dino(recs, cfg, opts, tmp_path / "cut")
-    assert trainer.global_step == 14
-    a, b = full.state_dict(), resumed.state_dict()
+    assert trainer.global_step == max_steps
+    return full.state_dict(), resumed.state_dict()
+
+
+@pytest.mark.parametrize("kill", [5, 7])  # after the step-4 checkpoint (mid-epoch) / after the epoch-end one (6)
+def test_resume_repeats_the_uninterrupted_run(tmp_path, kill):
+    a, b = full_and_resumed(tmp_path, DINOConfig(**TINY, lr=0.05), 14, kill)  # 48 frames, 6 steps/epoch, drop-path on
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)
 

@@ -13,7 +13,7 @@ import pytest
 import torch
 import torch.nn.functional as F
 from sklearn.neighbors import NearestNeighbors
-from test_dino import TINY, KillAt, Killed, distinct_records, official_dino_loss, options, records, write_echonet
+from test_dino import TINY, distinct_records, full_and_resumed, official_dino_loss, options, records, write_echonet
 
 from alan.errors import AlanError, DataError
 from alan.models.backbones import load_backbone
@@ -180,15 +180,7 @@ def test_dinov2_steps_lower_the_loss_against_a_fixed_teacher(tmp_path):
 
 @pytest.mark.parametrize("kill", [5])
 def test_dinov2_resume_repeats_the_uninterrupted_run(tmp_path, kill):
-    recs, cfg = records(), DINOConfig(**V2, lr=0.05)  # drop-path on, masks drawn per step
-    opts = options(max_steps=10, checkpoint_every_n_steps=4)
-    full, _, _ = train_dino(recs, cfg, opts, tmp_path / "full")
-    with pytest.raises(Killed):
-        train_dino(recs, cfg, opts, tmp_path / "cut", callbacks=(KillAt(kill),))
-    opts.resume = True
-    resumed, trainer, _ = train_dino(recs, cfg, opts, tmp_path / "cut")
-    assert trainer.global_step == 10
-    a, b = full.state_dict(), resumed.state_dict()
+    a, b = full_and_resumed(tmp_path, DINOConfig(**V2, lr=0.05), 10, kill)  # drop-path on, masks drawn per step
     assert "ibot_criterion.center.center" in a and "student_mask_token" in a
     for k in a:
         torch.testing.assert_close(a[k], b[k], rtol=0, atol=1e-6, msg=k)

@@ -29,7 +29,7 @@ from torch import nn
 
 from alan.artifacts import bundled_artifact, load_artifact, save_artifact
 from alan.errors import AlanError, ArtifactError
-from alan.models.registry import IMAGENET_MEAN, IMAGENET_STD, ViTConfig, get_arch, list_archs
+from alan.models.registry import IMAGENET_MEAN, IMAGENET_STD, ViTConfig, get_arch, list_archs, token_grid
 
 
 #: name -> `ViTConfig` of every registered backbone architecture.
@@ -105,10 +105,7 @@ class Backbone(nn.Module):
 
     def grid_at(self, size: int | None = None) -> int:
         """The token grid of input frames `size` px square (default: the training size)."""
-        size = self.config.img_size if size is None else int(size)
-        if size <= 0 or size % self.config.patch_size:
-            raise AlanError(f"input size {size} is not a positive multiple of the patch size {self.config.patch_size}")
-        return size // self.config.patch_size
+        return token_grid(self.config.img_size if size is None else size, self.config.patch_size)
 
     def prepare(self, frames: torch.Tensor | np.ndarray, size: int | None = None) -> torch.Tensor:
         """(N, H, W) or (N, C, H, W), uint8 or float in [0, 1] -> standardised (N, 3, S, S) float.

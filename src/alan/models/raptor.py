@@ -40,7 +40,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from alan.artifacts import bundled_artifact, load_artifact, save_artifact
-from alan.errors import AlanError, ArtifactError
+from alan.errors import ArtifactError
 
 KIND = "raptor_head"
 POSITION_DIM = 8
@@ -214,16 +214,15 @@ def set_input_size(path: str | Path, input_size: int | None, out_dir: str | Path
 
     The size must be a multiple of the backbone's patch size; the head's training size stays in
     its record (``training.input_size``) and the source head's hash in ``meta.input_size_from``."""
-    from alan.models.registry import get_arch
+    from alan.models.registry import get_arch, token_grid
 
     head = load_head(path)
     config = head.config
     arch = config.get("meta", {}).get("backbone_arch")
     if arch is None:
         raise ArtifactError(f"{resolve_head_dir(path)}: the head does not record its backbone's architecture")
-    patch = get_arch(arch).config.patch_size
-    if input_size is not None and (input_size <= 0 or input_size % patch):
-        raise AlanError(f"input size {input_size} is not a positive multiple of the patch size {patch} of {arch}")
+    if input_size is not None:
+        token_grid(input_size, get_arch(arch).config.patch_size)
     trained_at = config.get("training", {}).get("input_size", config.get("input_size"))
     copy = RaptorHead(head.embed_dim, head.n_parcels, head.dropout, position=head.position, grid=head.grid,
                       input_size=input_size)

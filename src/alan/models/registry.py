@@ -34,6 +34,15 @@ class PretrainedCfg:
     std: tuple[float, ...] = IMAGENET_STD
 
 
+def token_grid(size: int, patch_size: int) -> int:
+    """The token grid (side) of frames `size` px square cut into `patch_size` patches; a size that is
+    not a positive multiple of the patch size is a one-line `AlanError`."""
+    size = int(size)
+    if size <= 0 or size % patch_size:
+        raise AlanError(f"input size {size} is not a positive multiple of the patch size {patch_size}")
+    return size // patch_size
+
+
 @dataclass(frozen=True)
 class ViTConfig:
     """A timm ViT by name plus the overrides that shape it (image size, patch size, width, depth)."""

@@ -43,6 +43,7 @@ from alan.errors import AlanError, DataError
 from alan.pipelines.labelmaps import LABEL_IDS, masks_to_labels, write_label_map
 from alan.models.parcellator import Parcellator
 from alan.pipelines.segment import mask_ef, native_masks
+from alan.pipelines.views import bank_features
 from alan.transforms.spatial import labels_to_native, to_work
 from alan.records import Record
 
@@ -174,15 +175,10 @@ def analyze_frames(record: Record, frames: np.ndarray, parcellator: Parcellator,
     frames = _checked(record, frames)
     work = to_work(list(frames), parcellator.work_size)
     if knn is not None:  # the view features come from the same backbone pass as the parcels
-        cls, parcels = parcellator.cls_and_parcels(work, view_kind(knn))
+        cls, parcels = parcellator.cls_and_parcels(work, bank_features(knn))
     else:
         cls, parcels = None, parcellator(work)
     return summarise(record, frames, parcels, parcellator, segmenters, knn, cls)
-
-
-def view_kind(knn: WeightedKNN) -> str:
-    """The kind of view features ("cls", "grid") a view model was fitted on."""
-    return knn.provenance_.get("features", "cls")
 
 
 def summarise(record: Record, frames: np.ndarray, parcels: np.ndarray, parcellator: Parcellator,
@@ -549,7 +545,7 @@ def analyze_study(items: Sequence[Record | Failed], parcellator: Parcellator, se
             threadpool_limits(1, user_api="blas"), _finishing(writer, queue):
         task = bar.add_task("", total=total or None)
         bar.advance(task, sum(int(items[i].n_frames or done[i]["frames"]) for i in done))
-        batches = parcellator.cls_and_logits_across(to_batch(), features=view_kind(knn) if knn is not None else None)
+        batches = parcellator.cls_and_logits_across(to_batch(), features=bank_features(knn) if knn is not None else None)
         for i, cls, logits in timings.iterate("backbone + head", batches):
             while len(queue) >= WRITER_QUEUE:
                 with timings("waiting for the writer"):

@@ -55,6 +55,11 @@ def cls_features(backbone: Any, records: Sequence[Record], batch_size: int = 64,
     return np.concatenate(feats) if feats else np.zeros((0, dim), np.float32)
 
 
+def bank_features(knn: WeightedKNN) -> str:
+    """The kind of view features ("cls", "grid") a view bank was fitted on."""
+    return knn.provenance_.get("features", "cls")
+
+
 def labelled(records: Sequence[Record]) -> list[Record]:
     out = [r for r in records if r.label is not None]
     if not out:
@@ -76,7 +81,7 @@ def evaluate_views(knn: WeightedKNN, backbone: Any, records: Sequence[Record], k
     """Per-class and overall accuracy for each k, plus the confusion matrix of each k."""
     knn.check_provenance({"backbone_hash": getattr(backbone, "hash", None)})
     recs = labelled(records)
-    feats = cls_features(backbone, recs, progress=progress, features=knn.provenance_.get("features", "cls"))
+    feats = cls_features(backbone, recs, progress=progress, features=bank_features(knn))
     truth = np.array([r.label for r in recs])
     classes = [str(c) for c in knn.classes_]
     out: dict[str, Any] = {"n_test": len(recs), "n_bank": int(len(knn.bank_)), "classes": classes, "by_k": {}}
