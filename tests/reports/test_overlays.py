@@ -31,3 +31,27 @@ def test_overlay_frames_are_boundary_overlays():
                 want = boundary_overlay(frames[i], parcels[i], {k: m[i] for k, m in masks.items()}, scale)
                 assert rgb.dtype == np.uint8 and np.array_equal(rgb, want)
     assert np.array_equal(next(overlay_frames(frames, parcels, None, 2)), boundary_overlay(frames[0], parcels[0], None, 2))
+
+
+def test_write_h264_round_trip_with_one_encoder_thread(tmp_path):
+    """The H.264 file decodes back to the frames written (lossy: close, not equal), in number and
+    size, with x264's own thread choice and with one thread (what `analyze` uses)."""
+    import cv2
+
+    from alan.reports.overlays import write_h264
+
+    yy, xx = np.mgrid[:48, :64]
+    frames = [np.stack([(xx * 4 + 8 * i) % 256, yy * 5, np.full_like(xx, 128)], -1).astype(np.uint8) for i in range(9)]
+    for threads in (None, 1):
+        path = write_h264(tmp_path / f"t{threads}.mp4", iter(frames), fps=20.0, preset="ultrafast", crf=18,
+                          threads=threads)
+        cap = cv2.VideoCapture(str(path))
+        got = []
+        while True:
+            ok, bgr = cap.read()
+            if not ok:
+                break
+            got.append(bgr[..., ::-1])
+        cap.release()
+        assert len(got) == len(frames) and got[0].shape == frames[0].shape
+        assert max(np.abs(g.astype(int) - f.astype(int)).mean() for g, f in zip(got, frames)) < 6

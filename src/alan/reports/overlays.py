@@ -147,9 +147,10 @@ def _even(rgb: np.ndarray) -> np.ndarray:
 
 
 def write_h264(path: str | Path, frames: Iterable[np.ndarray], fps: float = 25.0, preset: str = "veryfast",
-               crf: int = 20) -> Path:
+               crf: int = 20, threads: int | None = None) -> Path:
     """RGB uint8 frames (H, W, 3), streamed, as a browser-playable H.264 MP4, written atomically;
-    `preset` and `crf` are x264's speed / size and quality settings."""
+    `preset` and `crf` are x264's speed / size and quality settings, `threads` its thread count
+    (None: x264's own choice)."""
     import imageio_ffmpeg
 
     def write(tmp: str) -> None:
@@ -161,7 +162,8 @@ def write_h264(path: str | Path, frames: Iterable[np.ndarray], fps: float = 25.0
                     writer = imageio_ffmpeg.write_frames(
                         tmp, (rgb.shape[1], rgb.shape[0]), fps=float(fps), codec="libx264", pix_fmt_in="rgb24",
                         pix_fmt_out="yuv420p", quality=None, bitrate=None, macro_block_size=1,
-                        output_params=["-crf", str(int(crf)), "-preset", preset, "-movflags", "+faststart"],
+                        output_params=["-crf", str(int(crf)), "-preset", preset, "-movflags", "+faststart",
+                                       *(["-threads", str(int(threads))] if threads else [])],
                         ffmpeg_log_level="error")
                     writer.send(None)
                 writer.send(rgb.tobytes())
