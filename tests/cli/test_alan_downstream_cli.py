@@ -97,8 +97,57 @@ def test_views_fit_eval(setup, tmp_path):
         assert cm.sum() == rep["n_test"] and np.trace(cm) / cm.sum() == pytest.approx(r["accuracy"])
 
 
-@pytest.mark.parametrize("features", ["cls", "grid"])
-def test_analyze_scores_views_on_the_features_the_bank_was_fitted_on(setup, tmp_path, features):
+def test_views_fit_at_an_input_size_round_trip(setup, tmp_path):
+    import os
+    import subprocess
+    import sys
+
+    import torch
+
+    from alan.data import open_dataset
+    from alan.downstream.knn import WeightedKNN
+    from alan.metrics import accuracy
+    from alan.models.backbones import load_backbone, view_features
+    from alan.pipelines.views import bank_input_size, record_frame
+    from alan.transforms.spatial import to_work
+
+    root, _, tmed2 = setup
+    res = run(app, ["views", "fit", "--backbone", str(root / "bb"), "--data", str(tmed2), "--features", "grid",
+                    "--input-size", "128", "--k", "3", "--out", str(tmp_path / "bank")])
+    assert res.exit_code == 0, res.output
+    assert "grid features at 128 px" in " ".join(res.output.split())
+    prov = json.loads((tmp_path / "bank" / "config.json").read_text())["provenance"]
+    assert prov["input_size"] == 128 and prov["features"] == "grid"
+    assert bank_input_size(WeightedKNN.load(tmp_path / "bank")) == 128
+    res = run(app, ["views", "eval", "--bank", str(tmp_path / "bank"), "--backbone", str(root / "bb"), "--data",
+                    str(tmed2), "--k", "1", "--k", "3", "--json"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout[res.stdout.index("{"):])
+    # by hand: the train / test images at 128 px through the backbone, a kNN on their grid features
+    bb, ds = load_backbone(root / "bb"), open_dataset(tmed2)
+
+    def feats(split):
+        recs = ds.split(split)
+        with torch.no_grad():
+            x = view_features(*bb(to_work([record_frame(r) for r in recs], 128), 128), "grid").numpy()
+        return x, [r.label for r in recs]
+
+    (x_train, y_train), (x_test, y_test) = feats("train"), feats("test")
+    for k in (1, 3):
+        pred = WeightedKNN(k=k).fit(x_train, y_train).predict(x_test)
+        assert rep["by_k"][str(k)]["accuracy"] == pytest.approx(accuracy(np.array(y_test), pred))
+    # a size off the patch grid (8) is one line on stderr before anything is written; 0 fails while parsing
+    env = {**os.environ, "COLUMNS": "200"}
+    for bad, says in (("100", "not a positive multiple of the patch size 8"), ("0", "--input-size")):
+        p = subprocess.run([sys.executable, "-m", "alan.cli.main", "views", "fit", "--backbone", str(root / "bb"),
+                            "--data", str(tmed2), "--input-size", bad, "--out", str(tmp_path / "bad")],
+                           capture_output=True, text=True, env=env, timeout=300)
+        assert p.returncode == 2 and says in p.stderr and "Traceback" not in p.stderr + p.stdout
+        assert len(p.stderr.strip().splitlines()) == 1 and not (tmp_path / "bad").exists()
+
+
+@pytest.mark.parametrize("features, size", [("cls", None), ("grid", None), ("cls", 128)])
+def test_analyze_scores_views_on_the_features_the_bank_was_fitted_on(setup, tmp_path, features, size):
     import torch
 
     from alan.data import open_dataset
@@ -108,8 +157,9 @@ def test_analyze_scores_views_on_the_features_the_bank_was_fitted_on(setup, tmp_
 
     root, echonet, tmed2 = setup
     common = ["--backbone", str(root / "bb"), "--head", str(root / "head")]
+    at = [] if size is None else ["--input-size", str(size)]
     res = run(app, ["views", "fit", "--backbone", str(root / "bb"), "--data", str(tmed2), "--features", features,
-                    "--out", str(tmp_path / "bank")])
+                    *at, "--out", str(tmp_path / "bank")])
     assert res.exit_code == 0, res.output
     res = run(app, ["segment", "fit", *common, "--data", str(echonet), "--split", "all", "--target", "LV",
                     "--out", str(tmp_path / "lv.json")])
@@ -121,10 +171,36 @@ def test_analyze_scores_views_on_the_features_the_bank_was_fitted_on(setup, tmp_
     s = json.loads((tmp_path / "an" / "records" / Path(record.source).stem / "summary.json").read_text())
     # oracle: the bank's own features of the recording's frames, as `views fit` makes them
     knn, bb = WeightedKNN.load(tmp_path / "bank"), load_backbone(root / "bb")
-    frames = np.asarray(record.frames)
+    frames, size = np.asarray(record.frames), size or 112
     with torch.no_grad():
-        feats = view_features(*bb(to_work(list(frames), 112)), features).numpy()
+        feats = view_features(*bb(to_work(list(frames), size), size), features).numpy()
     want = knn.predict_proba(feats[:: max(1, len(frames) // 16)]).mean(axis=0)
     got = np.array([s["view_scores"][str(c)] for c in knn.classes_])
     np.testing.assert_allclose(got, want, atol=1e-4)
     assert s["view"] == str(knn.classes_[int(np.argmax(want))])
+
+
+def test_segment_fit_with_a_prior_support(setup, tmp_path):
+    """`--prior-support` is kept in the model JSON with the prior grid, the saved model predicts as
+    the same estimator fitted through the API, and an out-of-range value is one line, exit 2."""
+    from alan.downstream import ParcelToSegment
+    from alan.models.parcellator import Parcellator
+    from alan.pipelines.segment import fit_segmenter
+    from alan.data import open_dataset
+
+    root, echonet, _ = setup
+    common = ["--backbone", str(root / "bb"), "--head", str(root / "head")]
+    res = run(app, ["segment", "fit", *common, "--data", str(echonet), "--split", "all", "--target", "LV",
+                    "--prior-support", "0.3", "--out", str(tmp_path / "lv.json")])
+    assert res.exit_code == 0, res.output
+    doc = json.loads((tmp_path / "lv.json").read_text())
+    assert doc["hyperparameters"]["prior_support"] == 0.3 and len(doc["location_prior"]) == 16
+    parcellator = Parcellator.load(root / "bb", root / "head")
+    records = open_dataset(echonet).records
+    direct = fit_segmenter(parcellator, records, "LV", prior_support=0.3)
+    parcels = parcellator(np.stack([np.asarray(r.frames[r.ed]) for r in records[:3]]))
+    saved = ParcelToSegment.from_json(tmp_path / "lv.json")
+    assert np.array_equal(saved.predict(parcels), direct.predict(parcels))
+    res = run(app, ["segment", "fit", *common, "--data", str(echonet), "--target", "LV", "--prior-support", "1.5",
+                    "--out", str(tmp_path / "bad.json")])
+    assert res.exit_code == 2 and "prior-support" in res.output and not (tmp_path / "bad.json").exists()

@@ -582,3 +582,62 @@ def test_from_interior_builds_the_model_of_given_k_booleans(tmp_path):
         ParcelToSegment.from_interior([2, 5, 7], {})
     with pytest.raises(ValueError, match="location prior"):
         ParcelToSegment.from_interior(chosen, {}, component_by="prior")
+
+
+def test_prior_support_cuts_the_target_to_where_the_fitting_masks_lay(tmp_path):
+    """An interior class spreads from the target into a place no fitting mask reached: with
+    `prior_support` the predicted mask stops where the location prior (the masks' mean on the
+    coarse grid, upsampled bilinearly) falls below it, exactly as a direct restatement computes,
+    the rest of the pipeline follows, and the support round-trips through the JSON file."""
+    import cv2
+
+    n, size = 4, 32
+    parcels = np.zeros((n, size, size), np.int64)
+    parcels[:, 4:28, 4:12] = 1  # one class: the target (top) and a leak below it
+    masks = np.zeros((n, size, size), bool)
+    masks[:, 4:14, 4:12] = True
+    common = dict(n_parcels=2, hit_rate=0.5, overlap=0.3, enclaves=False, closing=False, snake=False, fill=False)
+    plain = ParcelToSegment(**common).fit(parcels, masks, provenance={"backbone_hash": "b", "head_hash": "h"})
+    cut = ParcelToSegment(prior_support=0.5, prior_size=8, **common).fit(
+        parcels, masks, provenance={"backbone_hash": "b", "head_hash": "h"})
+    assert plain.interior_parcels_ == cut.interior_parcels_ == [1]
+    assert np.array_equal(plain.predict(parcels), parcels == 1)  # the paper's rule keeps the leak
+    prior = cv2.resize(masks.mean(0).reshape(8, 4, 8, 4).mean((1, 3)).astype(np.float32), (size, size),
+                       interpolation=cv2.INTER_LINEAR)
+    want = (parcels == 1) & (prior >= 0.5)[None]
+    got = cut.predict(parcels)
+    assert np.array_equal(got, want)
+    assert dice(got, masks).mean() > dice(plain.predict(parcels), masks).mean() + 0.2
+    # the cut happens before the component step: a far piece of the class inside the support but
+    # cut off from the target by the support's edge is a component of its own and is dropped
+    assert cut.set_params(largest_component=True, component_by="prior").predict(parcels).sum() <= want.sum()
+    path = tmp_path / "la.json"
+    cut.set_params(largest_component=False).to_json(path)
+    back = ParcelToSegment.from_json(path)
+    assert back.prior_support == 0.5 and np.array_equal(back.predict(parcels), want)
+    assert np.array_equal(ParcelToSegment(prior_support=0.0, **common).fit(parcels, masks).predict(parcels),
+                          plain.predict(parcels))
+
+
+def test_prior_support_json_is_validated(tmp_path):
+    import json
+
+    from alan.errors import ArtifactError
+
+    parcels = np.zeros((2, 8, 8), np.int64)
+    parcels[:, 2:6, 2:6] = 1
+    model = ParcelToSegment(prior_support=0.1, prior_size=4, n_parcels=2).fit(
+        parcels, parcels == 1, provenance={"backbone_hash": "b", "head_hash": "h"})
+    doc = model.to_dict()
+    assert doc["hyperparameters"]["component_by"] == "parcels" and "location_prior" in doc
+    hyper = doc["hyperparameters"]
+    for bad, why in [({k: v for k, v in doc.items() if k != "location_prior"}, "prior_support 0.1 needs"),
+                     ({**doc, "hyperparameters": {**hyper, "prior_support": 1.5}}, "prior_support"),
+                     ({**doc, "hyperparameters": {**hyper, "prior_support": 0.0}}, "neither")]:
+        (tmp_path / "m.json").write_text(json.dumps(bad))
+        with pytest.raises(ArtifactError, match=why):
+            ParcelToSegment.from_json(tmp_path / "m.json")
+    with pytest.raises(ValueError, match="prior_support"):
+        ParcelToSegment(prior_support=2.0).fit(parcels, parcels == 1)
+    with pytest.raises(ValueError, match="location prior"):
+        ParcelToSegment.from_interior(model.interior_, {}, prior_support=0.1)

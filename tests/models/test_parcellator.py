@@ -129,3 +129,58 @@ def test_cls_and_parcels_across_records_equal_record_by_record():
         np.testing.assert_allclose(cls, cls0, rtol=1e-4, atol=1e-5)
         assert parcels.dtype == parcels0.dtype and parcels.shape == parcels0.shape
         assert (parcels != parcels0).mean() < 1e-4  # an argmax may flip only on a float tie
+
+
+@pytest.mark.parametrize("features", ["cls", "grid"])
+def test_view_features_at_a_view_size(features):
+    """View features of frames at `view_size`: from the head's pass when it is the head's input size,
+    else from a pass of their own; None keeps the backbone's own size, bit for bit."""
+    import torch
+
+    from alan.models.backbones import create_backbone, view_features
+    from alan.models.parcellator import compute_tokens_and_logits
+    from alan.models.raptor import RaptorHead
+    from alan.transforms.intensity import to_unit
+    from alan.transforms.spatial import resize_unit
+
+    torch.manual_seed(0)
+    bb = create_backbone("vit_micro_p8_112").eval().requires_grad_(False)
+    head = RaptorHead(bb.embed_dim, 6, input_size=128).eval()
+    frames = np.random.default_rng(2).random((3, 112, 112)).astype(np.float32)
+    unit = to_unit(frames)
+
+    def direct(size):  # a separate pass of the frames at `size`
+        return view_features(*bb(resize_unit(unit, size), size), features)
+
+    today = view_features(*bb(resize_unit(unit, 112)), features)  # the native pass, as it always was
+    calls = []
+    forward = bb.forward
+
+    def counted(x, *size):
+        calls.append(tuple(x.shape[-2:]))
+        return forward(x, *size)
+
+    bb.forward = counted
+    _, logits = compute_tokens_and_logits(bb, head, frames, features=None)
+    calls.clear()
+    same, same_logits = compute_tokens_and_logits(bb, head, frames, features=features, view_size=128)
+    assert calls == [(128, 128)]  # the head's pass only
+    torch.testing.assert_close(same, direct(128))
+    assert torch.equal(same_logits, logits)
+    calls.clear()
+    native, _ = compute_tokens_and_logits(bb, head, frames, features=features)
+    assert calls == [(128, 128), (112, 112)] and torch.equal(native, today)
+    calls.clear()
+    other, other_logits = compute_tokens_and_logits(bb, head, frames, features=features, view_size=96)
+    assert calls == [(128, 128), (96, 96)] and torch.equal(other_logits, logits)
+    torch.testing.assert_close(other, direct(96))
+    assert other.shape == native.shape and not torch.allclose(other, native, atol=1e-3)
+    # the Parcellator's entry points pass the size on
+    p = Parcellator(bb, head, work_size=112, batch_size=2)
+    cls, parcels = p.cls_and_parcels(frames, features, view_size=96)
+    np.testing.assert_allclose(cls, direct(96).numpy(), rtol=1e-4, atol=1e-5)
+    assert np.array_equal(parcels, compute_parcels(bb, head, frames))
+    (key, across, _), = p.cls_and_logits_across([("a", frames)], features=features, view_size=96)
+    torch.testing.assert_close(across, direct(96), rtol=1e-4, atol=1e-5)
+    with pytest.raises(AlanError, match="multiple of the patch size"):
+        compute_tokens_and_logits(bb, head, frames, features=features, view_size=100)

@@ -31,7 +31,7 @@ class ThresholdParcellator(Parcellator):
         super().__init__(None, None, work_size=64, batch_size=batch_size)
         self.calls, self.fail_after = 0, fail_after
 
-    def forward_batch(self, frames, with_cls=True):
+    def forward_batch(self, frames, with_cls=True, view_size=None):
         self.calls += 1
         if self.fail_after is not None and self.calls > self.fail_after:
             raise KeyboardInterrupt  # what a kill in the middle of a study looks like to Python
@@ -284,10 +284,10 @@ def test_study_memory_is_bounded(tmp_path):
     in_flight = []
 
     class Watched(ThresholdParcellator):
-        def forward_batch(self, frames, with_cls=True):
+        def forward_batch(self, frames, with_cls=True, view_size=None):
             written = [d for d in (out / "records").iterdir() if not d.name.startswith(".")] if (out / "records").exists() else []
             in_flight.append(len(decoded) - len(written))
-            return super().forward_batch(frames, with_cls)
+            return super().forward_batch(frames, with_cls, view_size)
 
     res = analyze_study(items, Watched(batch_size=10), lv_model(), out, progress=False)
     assert len(res.rows) == 12 and all(r["status"] == "ok" for r in res.rows) and len(in_flight) == 12
@@ -313,3 +313,36 @@ def test_area_plot_reuses_its_figure_without_leaking_state(tmp_path):
     first, other, again = (cv2.imread(str(tmp_path / f"{n}.png")) for n in "abc")
     assert first is not None and first.shape == (286, 660, 3)
     assert np.array_equal(first, again) and not np.array_equal(first, other)
+
+
+@pytest.mark.parametrize("features", ["cls", "grid"])
+def test_views_are_scored_on_the_banks_features_at_its_input_size(vit_parcellator, tmp_path, features):
+    """A bank fitted at 128 px (the backbone's own size: 112): analyze, record by record and batched,
+    scores the recording's frames at 128, as `fit_views` takes them, not at the backbone's size."""
+    from alan.data import open_dataset
+    from alan.models.backbones import view_features
+    from alan.pipelines.analyze import analyze_record
+    from alan.pipelines.views import fit_views
+    from alan.transforms.spatial import to_work
+
+    p, lv = vit_parcellator, _vit_lv(vit_parcellator)
+    tmed2 = open_dataset(synthesize("tmed2", tmp_path / "tmed2", seed=5, size="small"))
+    knn = fit_views(p.backbone, tmed2.split("train"), k=5, features=features, input_size=128)
+    (tmp_path / "videos").mkdir()
+    write_avi(tmp_path / "videos" / "a.avi", beating(n=40, size=112))  # at the work size: no resize before 128
+    items = study_inputs(tmp_path / "videos")
+    frames = np.asarray(items[0].frames)
+
+    def scores(size):  # the bank's own features of the recording's frames, as `fit_views` makes them
+        with torch.no_grad():
+            feats = view_features(*p.backbone(torch.from_numpy(to_work(list(frames), size)), size), features)
+        return knn.predict_proba(feats.numpy()[::max(1, len(frames) // 16)]).mean(axis=0)
+
+    want = scores(128)
+    assert not np.allclose(want, scores(112), atol=1e-3)  # the size shows in the scores
+    solo = analyze_record(items[0], p, lv, tmp_path / "solo", knn=knn)
+    batched = analyze_study(items, p, lv, tmp_path / "out", knn=knn, progress=False)
+    study = json.loads((tmp_path / "out" / batched.rows[0]["folder"] / "summary.json").read_text())
+    for s in (solo, study):
+        np.testing.assert_allclose([s["view_scores"][str(c)] for c in knn.classes_], want, atol=1e-4)
+        assert s["view"] == str(knn.classes_[int(np.argmax(want))])

@@ -48,6 +48,10 @@ def fit(
                                      help="Which component is kept: parcels (most interior classes, the paper's), "
                                           "regions, or prior (most mass of a location prior learnt on the fitting "
                                           "masks, saved in the JSON; beyond the paper)."),
+    prior_support: float = typer.Option(0.0, "--prior-support", min=0.0, max=1.0,
+                                        help="Keep the target only where at least this share of the fitting masks "
+                                             "lay (the location prior, saved in the JSON); 0: off, the paper's. "
+                                             "Beyond the paper."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Frames per backbone batch."),
     device: Device = "auto",
 ) -> None:
@@ -67,7 +71,7 @@ def fit(
     _, records = select_records(data, format, split)
     parcellator = load_parcellator(backbone, head, work_size, batch_size, device_option(device))
     model = fit_segmenter(parcellator, records, target, progress=True, overlap=overlap, hit_rate=hit_rate, presence=presence,
-                          component_by=component_by)
+                          component_by=component_by, prior_support=prior_support)
     model.to_json(out)
     console.print(f"{target}: interior parcels {model.interior_parcels_} of K={model.n_parcels_} "
                   f"({model.stats_['n_images']} frames) -> {out}")

@@ -26,6 +26,10 @@ def fit(
     features: str = typer.Option("cls", "--features", help="cls (the CLS token, the paper's) or grid (patch tokens "
                                                           "averaged on a 7 x 7 grid, beyond the paper); eval uses the "
                                                           "bank's."),
+    input_size: int = typer.Option(None, "--input-size", min=1,
+                                   help="Size (px) the frames go to the backbone at, a multiple of its patch size "
+                                        "(default: the backbone's own; beyond the paper), e.g. 224; eval and analyze "
+                                        "use the bank's."),
     device: Device = "auto",
 ) -> None:
     """Store the L2-normalised view features (CLS by default) of SPLIT as the kNN bank.
@@ -35,19 +39,20 @@ def fit(
         alan views fit --backbone runs/dino --data data/tmed2 --out bank/
     """
     from alan.cli._options import select_records
-    from alan.models.backbones import load_backbone
-    from alan.pipelines.views import fit_views
-
-    _, records = select_records(data, format, split)
     from alan.errors import AlanError
-    from alan.pipelines.views import FEATURES
+    from alan.models.backbones import load_backbone
+    from alan.pipelines.views import FEATURES, bank_input_size, fit_views
 
     if features not in FEATURES:
         raise AlanError(f"--features must be one of {', '.join(FEATURES)}, got {features!r}")
-    knn = fit_views(load_backbone(backbone, device=device_option(device)), records, k=k, progress=True,
-                    features=features)
+    bb = load_backbone(backbone, device=device_option(device))
+    if input_size is not None:
+        bb.grid_at(input_size)  # a size off the patch grid: one line, before the data is read
+    _, records = select_records(data, format, split)
+    knn = fit_views(bb, records, k=k, progress=True, features=features, input_size=input_size)
     digest = knn.save(out)
-    console.print(f"bank of {len(knn.bank_)} x {knn.bank_.shape[1]} ({', '.join(map(str, knn.classes_))}) -> {out} [{digest}]")
+    console.print(f"bank of {len(knn.bank_)} x {knn.bank_.shape[1]} ({', '.join(map(str, knn.classes_))}), {features} "
+                  f"features at {bank_input_size(knn)} px -> {out} [{digest}]")
 
 
 @views_app.command("eval")
@@ -62,7 +67,8 @@ def evaluate(
     as_json: bool = typer.Option(False, "--json", help="Print one JSON object instead of the table."),
     device: Device = "auto",
 ) -> None:
-    """Per-class and overall accuracy for each k (the layout of the paper's Table 3).
+    """Per-class and overall accuracy for each k (the layout of the paper's Table 3), on the view
+    features the bank was fitted on (its kind and input size).
 
     Example:
 

@@ -42,6 +42,7 @@ _HYPER_SPEC: dict[str, tuple[str, Any, Any]] = {
     "largest_component": ("bool", None, None),
     "component_by": ("choice", ("parcels", "regions", "prior"), None),
     "prior_size": ("int", 1, None),
+    "prior_support": ("unit", 0.0, 1.0),
     "enclaves": ("bool", None, None),
     "enclave_cutoff": ("int?", 0, None),
     "closing": ("bool", None, None),
@@ -227,13 +228,19 @@ def validate_model(doc: Any, hyper_names: Iterable[str] | None = None) -> list[s
 
 def _check_prior(doc: Mapping[str, Any], hyper: Mapping[str, Any]) -> list[str]:
     """``location_prior``: a square grid (list of equal-length lists) of numbers in [0, 1], present
-    exactly when ``component_by`` is "prior"."""
+    exactly when ``component_by`` is "prior" or ``prior_support`` is above 0."""
+    support = hyper.get("prior_support", 0)
     by_prior = hyper.get("component_by") == "prior"
+    uses = by_prior or (_is_number(support) and support > 0)
     if "location_prior" not in doc:
-        return ["location_prior is missing: component_by 'prior' needs the fitted prior grid"] if by_prior else []
+        if not uses:
+            return []
+        why = "component_by 'prior'" if by_prior else f"prior_support {support}"
+        return [f"location_prior is missing: {why} needs the fitted prior grid"]
     grid = doc["location_prior"]
-    if not by_prior:
-        return ["location_prior is given but component_by is not 'prior' (it would be ignored)"]
+    if not uses:
+        return ["location_prior is given but neither component_by 'prior' nor a prior_support > 0 uses it "
+                "(it would be ignored)"]
     if not isinstance(grid, list) or not grid or not all(isinstance(r, list) for r in grid):
         return ["location_prior must be a list of rows (a square grid of numbers in [0, 1])"]
     n = len(grid)

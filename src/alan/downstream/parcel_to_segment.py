@@ -10,7 +10,8 @@ are K booleans. Fit (identification), on parcel maps with ground-truth masks:
   present AND is present in >= `presence` (30%) of all frames of the fitting set.
 
 Predict, each step switchable for ablations:
-union of interior classes -> the 4-connected component holding the most interior parcels, i.e.
+union of interior classes (beyond the paper: cut to where the location prior reaches
+`prior_support`) -> the 4-connected component holding the most interior parcels, i.e.
 distinct interior classes (`component_by="parcels"`; "regions" counts regions instead) (tie:
 larger area) -> enclaves (holes of that component, i.e. groups of exterior regions bordered only
 by the component and not by the image edge, made of at most `enclave_cutoff` regions) ->
@@ -58,7 +59,8 @@ _PLANE4[1] = ndimage.generate_binary_structure(2, 1)
 COMPONENT_BY = ("parcels", "regions", "prior")
 _HYPER = (
     "overlap", "hit_rate", "presence", "min_region_size", "n_parcels", "target",
-    "largest_component", "component_by", "prior_size", "enclaves", "enclave_cutoff", "closing", "closing_radius",
+    "largest_component", "component_by", "prior_size", "prior_support", "enclaves", "enclave_cutoff", "closing",
+    "closing_radius",
     "snake", "snake_alpha", "snake_beta", "snake_gamma", "snake_max_num_iter", "snake_w_edge",
     "snake_sigma", "snake_method", "fill", "median_radius",
 )
@@ -75,7 +77,10 @@ class ParcelToSegment(BaseEstimator):
     distinct interior classes; "regions" counts 4-connected regions; "prior" (beyond the paper)
     keeps the component with the largest mass of a location prior learnt on the fitting masks
     (`prior_`, their mean on a `prior_size` x `prior_size` grid, saved in the JSON as
-    ``location_prior``: how often each place lay in the target). `snake_alpha`
+    ``location_prior``: how often each place lay in the target). `prior_support` (0 = off, beyond
+    the paper) keeps the target where that prior is at least `prior_support`: a pixel where fewer
+    than that share of the fitting masks lay is never part of it (the cut is made before the
+    component step, so a parcel region it crosses becomes two). `snake_alpha`
     is skimage's default (the paper gives none; the reference code used 0), `snake_sigma`=3 the
     reference's Gaussian on the mask. `min_region_size` (1 = off; the reference used 10) ignores
     smaller regions in the overlap test. `median_radius` (0 = off; the reference used 3) adds
@@ -96,6 +101,7 @@ class ParcelToSegment(BaseEstimator):
         largest_component: bool = True,
         component_by: str = "parcels",
         prior_size: int = 16,
+        prior_support: float = 0.0,
         enclaves: bool = True,
         enclave_cutoff: int | None = 8,
         closing: bool = True,
@@ -120,6 +126,7 @@ class ParcelToSegment(BaseEstimator):
         self.largest_component = largest_component
         self.component_by = component_by
         self.prior_size = prior_size
+        self.prior_support = prior_support
         self.enclaves = enclaves
         self.enclave_cutoff = enclave_cutoff
         self.closing = closing
@@ -175,7 +182,9 @@ class ParcelToSegment(BaseEstimator):
             "n_overlapping": n_overlapping,
             "identified": identified,
         }
-        if self.component_by == "prior":
+        if not 0 <= self.prior_support <= 1:
+            raise ValueError(f"prior_support must be in [0, 1], got {self.prior_support}")
+        if self.uses_prior:
             if int(self.prior_size) < 1:
                 raise ValueError(f"prior_size must be >= 1, got {self.prior_size}")
             self.prior_ = location_prior(masks, int(self.prior_size))
@@ -184,6 +193,11 @@ class ParcelToSegment(BaseEstimator):
         self.best_class_set_ = class_set_oracle(parcels, masks)[0]
         self._path: Path | None = None
         return self
+
+    @property
+    def uses_prior(self) -> bool:
+        """Whether predict needs the location prior (`component_by="prior"` or a `prior_support`)."""
+        return self.component_by == "prior" or self.prior_support > 0
 
     def with_interior(self, classes: Any) -> ParcelToSegment:
         """A copy of this fitted model whose interior parcels are `classes` (same post-processing)."""
@@ -224,11 +238,17 @@ class ParcelToSegment(BaseEstimator):
         return float(np.mean(dice(self.predict(parcel_maps), np.asarray(masks, dtype=bool))))
 
     def _predict_stack(self, parcels: np.ndarray) -> np.ndarray:
-        mask = self.interior_[parcels]
+        interior, k = self.interior_, self.n_parcels_
+        if self.prior_support > 0:  # outside the support: one more class, never interior
+            outside = self.prior_at(parcels.shape[1:]) < self.prior_support
+            parcels = parcels.astype(np.min_scalar_type(k), copy=True)
+            parcels[:, outside] = k
+            interior, k = np.r_[interior, False], k + 1
+        mask = interior[parcels]
         if not mask.any():
             return mask
         if self.largest_component or self.enclaves:
-            regions, region_frame = _label_regions(parcels, self.n_parcels_)
+            regions, region_frame = _label_regions(parcels, k)
         if self.largest_component:
             if self.component_by not in COMPONENT_BY:
                 raise ValueError(f"component_by must be one of {COMPONENT_BY}, got {self.component_by!r}")
@@ -318,7 +338,7 @@ class ParcelToSegment(BaseEstimator):
             "hyperparameters": {name: getattr(self, name) for name in _HYPER},
             "provenance": self.provenance_,
             **({"location_prior": [[round(float(v), 3) for v in row] for row in self.prior_]}
-               if self.component_by == "prior" else {}),
+               if self.uses_prior else {}),
             "stats": {
                 "n_images": int(stats["n_images"]),
                 "identified": [bool(b) for b in stats["identified"]],
@@ -403,8 +423,8 @@ class ParcelToSegment(BaseEstimator):
         k = len(interior)
         hyperparameters.pop("n_parcels", None)
         model = cls(n_parcels=k, **hyperparameters)
-        if model.component_by == "prior" and prior is None:
-            raise ValueError("component_by='prior' needs the location prior (prior=...)")
+        if model.uses_prior and prior is None:
+            raise ValueError("component_by='prior' and prior_support > 0 need the location prior (prior=...)")
         model.n_parcels_ = k
         model.interior_ = interior.copy()
         if prior is not None:

@@ -3,10 +3,11 @@
 `Parcellator` holds a locked backbone and a RAPTOR head at a square working resolution. Every
 consumer (segment fit / eval, analyze, views of a recording, the SSCL mask source, the picker)
 calls it, so a frame is always prepared the same way: intensities to [0, 1]
-(`alan.transforms.intensity`), antialiased bilinear resize to the backbone's size
-(`alan.transforms.spatial`), exactly as RAPTOR's training clips are; the head's logits are
-upsampled bilinearly to the frame size before the argmax (`RaptorHead.parcels`, in chunks so
-that K x H x W logits of large frames never all sit in memory).
+(`alan.transforms.intensity`), antialiased bilinear resize (`alan.transforms.spatial`) to the
+head's input size, exactly as RAPTOR's training clips are, and for the view features to the size
+the view bank was fitted at; the head's logits are upsampled bilinearly to the frame size before
+the argmax (`RaptorHead.parcels`, in chunks so that K x H x W logits of large frames never all
+sit in memory).
 
 `Parcellator.load()` with no paths uses the backbone and head shipped with alan (trained on the
 built-in phantoms) and says so in `note`.
@@ -57,18 +58,22 @@ def grid_logits(head: RaptorHead, tokens: torch.Tensor) -> torch.Tensor:
 
 @torch.no_grad()
 def compute_tokens_and_logits(backbone: Any, head: RaptorHead, frames: np.ndarray | torch.Tensor,
-                              batch_size: int = 32, features: str | None = "cls"
+                              batch_size: int = 32, features: str | None = "cls", view_size: int | None = None
                               ) -> tuple[torch.Tensor | None, torch.Tensor]:
     """(view features (T, F), token-grid logits (T, K, g, g)) of frames (T, H, W) (uint8, float in
     [0, 1], or MR intensities).
 
     The logits come from frames fed at the head's input size; the view features (`features`: "cls"
-    or "grid", see `view_features`) always from frames at the backbone's own size, as a view model
-    is fitted, which costs a second, smaller pass when the two sizes differ. With `features=None`
-    there are none (None) and that pass is skipped."""
+    or "grid", see `view_features`) from frames at `view_size` (the size the view bank was fitted
+    at, `alan.pipelines.views.bank_input_size`; None: the backbone's own size), from the same pass
+    when the two sizes agree, else from a second pass at `view_size`. With `features=None` there
+    are none (None) and that pass is skipped."""
     frames_np = _as_frames(frames)
     native = backbone.config.img_size
     size = head.input_size or native
+    view = view_size or native
+    if features is not None and view != size:
+        backbone.grid_at(view)  # a size off the patch grid is refused before any work
     device = _device_of(head)
     feats, out = [], []
     for i in range(0, len(frames_np), batch_size):
@@ -76,8 +81,9 @@ def compute_tokens_and_logits(backbone: Any, head: RaptorHead, frames: np.ndarra
         cls, tokens = backbone(resize_unit(unit, size), size)
         out.append(grid_logits(head, tokens.to(device)).cpu())
         if features is not None:
-            if size != native:
-                cls, tokens = backbone(resize_unit(unit, native))
+            if view != size:
+                x = resize_unit(unit, view)
+                cls, tokens = backbone(x) if view == native else backbone(x, view)
             feats.append(view_features(cls, tokens, features).float().cpu())
     if not out:
         g = backbone.grid_at(size)
@@ -101,12 +107,14 @@ def upsample_argmax(logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
 
 
 def compute_cls_and_parcels(backbone: Any, head: RaptorHead, frames: np.ndarray | torch.Tensor,
-                            batch_size: int = 32, features: str = "cls") -> tuple[np.ndarray, np.ndarray]:
-    """(view features (T, F) float32, by default the CLS tokens, parcel ids (T, H, W) at the frames'
-    own resolution, uint8 for K <= 256 else uint16) in one backbone pass (two when the head's input
-    size is not the backbone's, see `compute_tokens_and_logits`)."""
+                            batch_size: int = 32, features: str = "cls", view_size: int | None = None
+                            ) -> tuple[np.ndarray, np.ndarray]:
+    """(view features (T, F) float32, by default the CLS tokens, of frames at `view_size` (None: the
+    backbone's own size), parcel ids (T, H, W) at the frames' own resolution, uint8 for K <= 256 else
+    uint16) in one backbone pass (two when the head's input size is not the view size, see
+    `compute_tokens_and_logits`)."""
     head.eval()
-    cls, logits = compute_tokens_and_logits(backbone, head, frames, batch_size, features)
+    cls, logits = compute_tokens_and_logits(backbone, head, frames, batch_size, features, view_size)
     return cls.numpy(), upsample_argmax(logits, tuple(_as_frames(frames).shape[-2:]))
 
 
@@ -198,32 +206,36 @@ class Parcellator:
         return {"backbone_hash": getattr(self.backbone, "hash", None), "head_hash": getattr(self.head, "hash", None),
                 "n_parcels": int(getattr(self.head, "n_parcels", 0)) or None, "work_size": self.work_size}
 
-    def cls_and_parcels(self, frames: np.ndarray, features: str = "cls") -> tuple[np.ndarray, np.ndarray]:
-        """(view features (N, F) float32, by default the CLS tokens, parcel maps (N, H, W)) of one pass."""
-        return compute_cls_and_parcels(self.backbone, self.head, frames, self.batch_size, features)
+    def cls_and_parcels(self, frames: np.ndarray, features: str = "cls", view_size: int | None = None
+                        ) -> tuple[np.ndarray, np.ndarray]:
+        """(view features (N, F) float32, by default the CLS tokens, at `view_size`, parcel maps (N, H, W))
+        of one pass (`compute_cls_and_parcels`)."""
+        return compute_cls_and_parcels(self.backbone, self.head, frames, self.batch_size, features, view_size)
 
     def __call__(self, frames: np.ndarray) -> np.ndarray:
         return compute_parcels(self.backbone, self.head, frames, batch_size=self.batch_size)
 
-    def forward_batch(self, frames: np.ndarray, features: str | None = "cls") -> tuple[torch.Tensor | None, torch.Tensor]:
-        """(view features (N, F) or None, token-grid logits (N, K, g, g)) of work frames (N, H, W)
-        in one backbone batch (`compute_tokens_and_logits`)."""
+    def forward_batch(self, frames: np.ndarray, features: str | None = "cls", view_size: int | None = None
+                      ) -> tuple[torch.Tensor | None, torch.Tensor]:
+        """(view features (N, F) at `view_size` or None, token-grid logits (N, K, g, g)) of work frames
+        (N, H, W) in one backbone batch (`compute_tokens_and_logits`)."""
         self.head.eval()
-        return compute_tokens_and_logits(self.backbone, self.head, frames, max(1, len(frames)), features)
+        return compute_tokens_and_logits(self.backbone, self.head, frames, max(1, len(frames)), features, view_size)
 
     def parcels_of_logits(self, logits: torch.Tensor, size: tuple[int, int]) -> np.ndarray:
         """Parcel maps (T, H, W) of token-grid logits (T, K, g, g), as `__call__` makes them."""
         return upsample_argmax(logits, size)
 
     def cls_and_logits_across(self, items: Iterable[tuple[Hashable, np.ndarray]], batch_size: int | None = None,
-                              features: str | None = "cls") -> Iterator[tuple[Hashable, torch.Tensor | None, torch.Tensor]]:
+                              features: str | None = "cls", view_size: int | None = None
+                              ) -> Iterator[tuple[Hashable, torch.Tensor | None, torch.Tensor]]:
         """(key, view features (T, F), token-grid logits (T, K, g, g)) of each item (key, work frames (T, H, W)),
         in item order, with frames of several items stacked into one backbone batch (`batches_across`):
         many short recordings run at the backbone's batch speed. Keys must be distinct. The view
-        features are `features` ("cls", "grid") or None (see `compute_tokens_and_logits`)."""
+        features are `features` ("cls", "grid") at `view_size` or None (see `compute_tokens_and_logits`)."""
         done: dict[Hashable, list[tuple[torch.Tensor | None, torch.Tensor]]] = {}
         for frames, pieces in batches_across(items, batch_size or self.batch_size):
-            cls, logits = self.forward_batch(frames, features)
+            cls, logits = self.forward_batch(frames, features, view_size)
             row = 0
             for key, n, last in pieces:
                 done.setdefault(key, []).append((None if cls is None else cls[row:row + n], logits[row:row + n]))

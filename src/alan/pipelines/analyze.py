@@ -43,7 +43,7 @@ from alan.errors import AlanError, DataError
 from alan.pipelines.labelmaps import LABEL_IDS, masks_to_labels, write_label_map
 from alan.models.parcellator import Parcellator
 from alan.pipelines.segment import mask_ef, native_masks
-from alan.pipelines.views import bank_features
+from alan.pipelines.views import bank_features, bank_input_size
 from alan.transforms.spatial import labels_to_native, to_work
 from alan.records import Record
 
@@ -176,8 +176,8 @@ def analyze_frames(record: Record, frames: np.ndarray, parcellator: Parcellator,
     """(summary, {target: bool masks (T, H, W)}, parcels (T, H, W) native) of one decoded recording."""
     frames = _checked(record, frames)
     work = to_work(list(frames), parcellator.work_size)
-    if knn is not None:  # the view features come from the same backbone pass as the parcels
-        cls, parcels = parcellator.cls_and_parcels(work, bank_features(knn))
+    if knn is not None:  # the view features come from the parcels' backbone pass (where the sizes agree)
+        cls, parcels = parcellator.cls_and_parcels(work, bank_features(knn), view_size=bank_input_size(knn))
     else:
         cls, parcels = None, parcellator(work)
     return summarise(record, frames, parcels, parcellator, segmenters, knn, cls)
@@ -547,7 +547,8 @@ def analyze_study(items: Sequence[Record | Failed], parcellator: Parcellator, se
             threadpool_limits(1, user_api="blas"), _finishing(writer, queue):
         task = bar.add_task("", total=total or None)
         bar.advance(task, sum(int(items[i].n_frames or done[i]["frames"]) for i in done))
-        batches = parcellator.cls_and_logits_across(to_batch(), features=bank_features(knn) if knn is not None else None)
+        features, view_size = (bank_features(knn), bank_input_size(knn)) if knn is not None else (None, None)
+        batches = parcellator.cls_and_logits_across(to_batch(), features=features, view_size=view_size)
         for i, cls, logits in timings.iterate("backbone + head", batches):
             while len(queue) >= WRITER_QUEUE:
                 with timings("waiting for the writer"):

@@ -18,7 +18,7 @@ from typing import Any
 from rich.console import Console
 
 from alan.artifacts import atomic_write_json
-from alan.pipelines.protocol import ProtocolConfig, Timer, flatten_segmentation, run_protocol
+from alan.pipelines.protocol import RECIPES, ProtocolConfig, Timer, flatten_segmentation, run_protocol
 from alan.reports.protocol import print_summary, write_report
 
 @dataclass
@@ -35,11 +35,7 @@ class DemoConfig:
         return "small" if self.quick else "default"
 
     def protocol(self) -> ProtocolConfig:
-        # What the demo ships beyond the paper (each measured in docs/raptor.md and docs/downstream.md,
-        # chosen on phantom patients the demo does not score): the head sees the tokens' grid
-        # position and takes frames at 224 px at inference (a finer token grid), the kept component is
-        # chosen by a location prior, views use grid-pooled tokens.
-        shipped = dict(raptor_position=1.0, raptor_input_size=224, component_by="prior", view_features="grid")
+        shipped = RECIPES["shipped"]  # what the shipped models use beyond the paper
         if self.quick:
             return ProtocolConfig(n_parcels=32, raptor_epochs=1, raptor_max_steps=6, raptor_batch_size=2, seed=self.seed,
                                   ks=(2, 10), view_k=10, **shipped)

@@ -9,15 +9,9 @@ from rich.console import Console
 
 from alan.artifacts import atomic_write_json
 from alan.errors import AlanError
-from alan.pipelines.protocol import ProtocolConfig, Timer, run_protocol
+from alan.pipelines.protocol import RECIPES, ProtocolConfig, Timer, run_protocol
 
 
-#: What each recipe changes in the protocol: "paper" is the ALAN paper's; "shipped" adds what the
-#: shipped phantom models use (the position head, the location-prior component, grid view features).
-RECIPES: dict[str, dict[str, Any]] = {
-    "paper": {"raptor_position": 0.0, "raptor_input_size": None, "component_by": "parcels", "view_features": "cls"},
-    "shipped": {"raptor_position": 1.0, "raptor_input_size": 224, "component_by": "prior", "view_features": "grid"},
-}
 
 
 def reproduce_alan(out: str | Path, *, echonet: Path | None, camus: Path | None, tmed2: Path | None,
