@@ -38,7 +38,7 @@ class DemoConfig:
         shipped = RECIPES["shipped"]  # what the shipped models use beyond the paper
         if self.quick:
             return ProtocolConfig(n_parcels=32, raptor_epochs=1, raptor_max_steps=6, raptor_batch_size=2, seed=self.seed,
-                                  ks=(2, 10), view_k=10, **shipped)
+                                  ks=(2, 10), **shipped)
         # 10 epochs (90 steps on the default phantom), not the paper's 40: a cached STRAPTOR step
         # costs ~2 s on 2 CPU cores, and the demo's whole budget is 10 minutes.
         return ProtocolConfig(n_parcels=32, raptor_epochs=10, raptor_batch_size=4, seed=self.seed, **shipped)
