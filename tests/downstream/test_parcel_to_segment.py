@@ -615,6 +615,15 @@ def test_prior_support_cuts_the_target_to_where_the_fitting_masks_lay(tmp_path):
     cut.set_params(largest_component=False).to_json(path)
     back = ParcelToSegment.from_json(path)
     assert back.prior_support == 0.5 and np.array_equal(back.predict(parcels), want)
+    # the saved grid is the one predict used: a threshold on it gives the same cut after a round trip
+    rng = np.random.default_rng(0)
+    noisy = rng.random((40, size, size)) < rng.random((1, size, size))
+    fitted = ParcelToSegment(prior_support=0.37, prior_size=16, n_parcels=2).fit(
+        noisy.astype(np.int64), noisy, provenance={"backbone_hash": "b", "head_hash": "h"})
+    fitted.to_json(tmp_path / "noisy.json")
+    again = ParcelToSegment.from_json(tmp_path / "noisy.json")
+    assert np.array_equal(again.prior_, fitted.prior_)
+    assert np.array_equal(again.predict(noisy.astype(np.int64)), fitted.predict(noisy.astype(np.int64)))
     assert np.array_equal(ParcelToSegment(prior_support=0.0, **common).fit(parcels, masks).predict(parcels),
                           plain.predict(parcels))
 

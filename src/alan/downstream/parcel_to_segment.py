@@ -187,7 +187,8 @@ class ParcelToSegment(BaseEstimator):
         if self.uses_prior:
             if int(self.prior_size) < 1:
                 raise ValueError(f"prior_size must be >= 1, got {self.prior_size}")
-            self.prior_ = location_prior(masks, int(self.prior_size))
+            # rounded as the JSON file keeps it, so a saved model predicts exactly as the fitted one
+            self.prior_ = _rounded(location_prior(masks, int(self.prior_size)))
         self.provenance_ = dict(provenance or {})
         # diagnostic, not saved to JSON: what the best possible K booleans would be on this fitting set
         self.best_class_set_ = class_set_oracle(parcels, masks)[0]
@@ -337,8 +338,7 @@ class ParcelToSegment(BaseEstimator):
             ),
             "hyperparameters": {name: getattr(self, name) for name in _HYPER},
             "provenance": self.provenance_,
-            **({"location_prior": [[round(float(v), 3) for v in row] for row in self.prior_]}
-               if self.uses_prior else {}),
+            **({"location_prior": _rounded(self.prior_).tolist()} if self.uses_prior else {}),
             "stats": {
                 "n_images": int(stats["n_images"]),
                 "identified": [bool(b) for b in stats["identified"]],
@@ -534,6 +534,11 @@ def check_model_output(path: str | Path) -> None:
     if not isinstance(doc, dict) or doc.get("format") != FORMAT:
         raise ArtifactError(f"{path}: exists and is not a parcel-to-segment model; refusing to replace it "
                             "(choose another --out)")
+
+
+def _rounded(prior: np.ndarray) -> np.ndarray:
+    """A location prior at the 3 decimals the model JSON keeps (float32, as predict uses it)."""
+    return np.array([[round(float(v), 3) for v in row] for row in prior], dtype=np.float32)
 
 
 def location_prior(masks: np.ndarray, size: int) -> np.ndarray:
