@@ -9,7 +9,7 @@ from alan.errors import AlanError
 from alan.metrics import accuracy, confusion_matrix
 from alan.pipelines.views import (GRID, bank_input_size, cls_features, evaluate_views, fit_views, record_frame,
                                   view_features)
-from alan.transforms.spatial import to_work
+from alan.transforms.spatial import resize_unit, to_work
 
 
 def test_grid_features_are_patch_tokens_averaged_per_cell():
@@ -40,10 +40,33 @@ def views_data(tmp_path_factory):
 
 
 def _direct(bb, records, features, size):
-    """View features by hand: the records' frames to `size` px, one backbone pass at that size."""
-    frames = to_work([record_frame(r) for r in records], size)
+    """View features by hand: the records' frames to the backbone's size, then to `size` px, one
+    backbone pass at that size."""
+    frames = resize_unit(to_work([record_frame(r) for r in records], 112), size)
     with torch.no_grad():
-        return view_features(*bb(torch.from_numpy(frames), size), features).numpy()
+        return view_features(*bb(frames, size), features).numpy()
+
+
+@pytest.mark.parametrize("size", [112, 128])
+def test_a_bank_and_analyze_see_a_large_frame_the_same_way(views_data, size):
+    """Frames larger than the backbone's size: the bank's features of a record are the ones the
+    parcellator gives `analyze` for the same frame (work frames at 112 px, view features at the
+    bank's size), so a recording is scored on the features its bank was fitted on."""
+    from dataclasses import replace
+
+    import cv2
+
+    from alan.models.parcellator import compute_tokens_and_logits
+    from alan.models.raptor import RaptorHead
+
+    bb, train, _ = views_data
+    big = [replace(r, load_frames=(lambda f=cv2.resize(record_frame(r), (173, 201)): f[None]), height=201, width=173)
+           for r in train[:4]]
+    bank = cls_features(bb, big, features="grid", input_size=size)
+    head = RaptorHead(bb.embed_dim, 4).eval()
+    frames = to_work([record_frame(r) for r in big], 112)
+    got, _ = compute_tokens_and_logits(bb, head, frames, features="grid", view_size=size)
+    np.testing.assert_allclose(bank, got.numpy(), rtol=1e-5, atol=1e-5)
 
 
 @pytest.mark.parametrize("features", ["cls", "grid"])

@@ -37,8 +37,10 @@ def cls_features(backbone: Any, records: Sequence[Record], batch_size: int = 64,
     (`features="cls"`, the ALAN paper's kNN), or (`"grid"`, beyond the paper) the patch tokens
     averaged over a 7 x 7 grid of the frame and concatenated (N, 49 D), which keeps where in
     the sector each kind of token lies. The frames go to the backbone at `input_size` px (a
-    multiple of its patch size; None: the backbone's own size)."""
-    from alan.transforms.spatial import to_work
+    multiple of its patch size; None: the backbone's own size), through the backbone's own size
+    first, as `alan.models.parcellator` feeds a recording's frames in `analyze`: a recording gets
+    the features its bank was fitted on whatever its native size."""
+    from alan.transforms.spatial import resize_unit, to_work
 
     if features not in FEATURES:
         raise AlanError(f"unknown view features {features!r}; expected one of {', '.join(FEATURES)}")
@@ -50,8 +52,8 @@ def cls_features(backbone: Any, records: Sequence[Record], batch_size: int = 64,
         task = bar.add_task("view features", total=len(records))
         for start in range(0, len(records), batch_size):
             chunk = records[start:start + batch_size]
-            frames = to_work([record_frame(r) for r in chunk], size)
-            cls, tokens = backbone(frames) if size == native else backbone(frames, size)
+            frames = to_work([record_frame(r) for r in chunk], native)
+            cls, tokens = backbone(frames) if size == native else backbone(resize_unit(frames, size), size)
             feats.append(view_features(cls, tokens, features).float().cpu().numpy())
             bar.advance(task, len(chunk))
     dim = backbone.embed_dim * (1 if features == "cls" else GRID * GRID)
