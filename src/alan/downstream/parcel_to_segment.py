@@ -428,7 +428,7 @@ class ParcelToSegment(BaseEstimator):
         model.n_parcels_ = k
         model.interior_ = interior.copy()
         if prior is not None:
-            model.prior_ = np.asarray(prior, dtype=np.float32)
+            model.prior_ = _rounded(np.asarray(prior))  # as fit keeps it: saved and reloaded, it cuts the same
         model.stats_ = {
             "n_images": 0,
             "presence": np.full(k, np.nan),

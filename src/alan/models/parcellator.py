@@ -82,8 +82,7 @@ def compute_tokens_and_logits(backbone: Any, head: RaptorHead, frames: np.ndarra
         out.append(grid_logits(head, tokens.to(device)).cpu())
         if features is not None:
             if view != size:
-                x = resize_unit(unit, view)
-                cls, tokens = backbone(x) if view == native else backbone(x, view)
+                cls, tokens = backbone(resize_unit(unit, view), view)
             feats.append(view_features(cls, tokens, features).float().cpu())
     if not out:
         g = backbone.grid_at(size)

@@ -12,8 +12,6 @@ from alan.errors import AlanError
 from alan.pipelines.protocol import RECIPES, ProtocolConfig, Timer, run_protocol
 
 
-
-
 def reproduce_alan(out: str | Path, *, echonet: Path | None, camus: Path | None, tmed2: Path | None,
                    backbone: Path | None = None, dino_weights: Path | None = None, arch: str = "vit_small_p4_112",
                    dino_epochs: int = 40, k: int = 64, raptor_epochs: int = 40, raptor_max_steps: int = -1,

@@ -45,15 +45,14 @@ def cls_features(backbone: Any, records: Sequence[Record], batch_size: int = 64,
     if features not in FEATURES:
         raise AlanError(f"unknown view features {features!r}; expected one of {', '.join(FEATURES)}")
     native, size = backbone.config.img_size, _input_size(backbone, input_size)
-    if size != native:
-        backbone.grid_at(size)  # a size off the patch grid is refused before any work
+    backbone.grid_at(size)  # a size off the patch grid is refused before any work
     feats = []
     with Progress(disable=not progress, transient=True) as bar, torch.no_grad():
         task = bar.add_task("view features", total=len(records))
         for start in range(0, len(records), batch_size):
             chunk = records[start:start + batch_size]
             frames = to_work([record_frame(r) for r in chunk], native)
-            cls, tokens = backbone(frames) if size == native else backbone(resize_unit(frames, size), size)
+            cls, tokens = backbone(resize_unit(frames, size), size)
             feats.append(view_features(cls, tokens, features).float().cpu().numpy())
             bar.advance(task, len(chunk))
     dim = backbone.embed_dim * (1 if features == "cls" else GRID * GRID)
