@@ -204,3 +204,48 @@ def test_segment_fit_with_a_prior_support(setup, tmp_path):
     res = run(app, ["segment", "fit", *common, "--data", str(echonet), "--target", "LV", "--prior-support", "1.5",
                     "--out", str(tmp_path / "bad.json")])
     assert res.exit_code == 2 and "prior-support" in res.output and not (tmp_path / "bad.json").exists()
+
+
+def test_segment_la_yielding_to_the_lv(setup, tmp_path):
+    """`--yields-to LV` is kept in the LA model's JSON; `segment eval` of that model refuses to run
+    without the LV model (one line naming it) and with `--with lv.json` scores exactly the API's
+    `predict_targets` masks; analyze refuses a model set that lacks a target yielded to."""
+    from alan.data import open_dataset
+    from alan.downstream import ParcelToSegment
+    from alan.downstream.parcel_to_segment import predict_targets
+    from alan.errors import AlanError
+    from alan.metrics import dice
+    from alan.models.parcellator import Parcellator
+    from alan.pipelines.analyze import check_segmenters
+    from alan.pipelines.segment import collect_annotated
+    from alan.transforms.spatial import masks_to_native, to_work
+
+    root, _, _ = setup
+    camus = synthesize("camus", tmp_path / "camus", seed=5, size="small")
+    common = ["--backbone", str(root / "bb"), "--head", str(root / "head"), "--data", str(camus)]
+    for target, extra in (("LV", []), ("LA", ["--yields-to", "LV"])):
+        res = run(app, ["segment", "fit", *common, "--split", "train", "--target", target, "--component-by", "prior",
+                        *extra, "--out", str(tmp_path / f"{target}.json")])
+        assert res.exit_code == 0, res.output
+    assert json.loads((tmp_path / "LA.json").read_text())["hyperparameters"]["yields_to"] == ["LV"]
+    res = run(app, ["segment", "eval", "--model", str(tmp_path / "LA.json"), *common, "--split", "test",
+                    "--baseline-split", "train", "--json"])
+    assert res.exit_code != 0 and "yields to LV" in str(res.exception)
+    res = run(app, ["segment", "eval", "--model", str(tmp_path / "LA.json"), "--with", str(tmp_path / "LV.json"),
+                    *common, "--split", "test", "--baseline-split", "train", "--json"])
+    assert res.exit_code == 0, res.output
+    rep = json.loads(res.stdout[res.stdout.index("{"):])
+    models = {t: ParcelToSegment.from_json(tmp_path / f"{t}.json") for t in ("LV", "LA")}
+    frames = collect_annotated(open_dataset(camus).split("test"), "LA")
+    parcels = Parcellator.load(root / "bb", root / "head")(to_work(frames.images, 112))
+    pred = masks_to_native(predict_targets(models, parcels)["LA"], [m.shape for m in frames.masks])
+    scores = np.array([dice(p, t) for p, t in zip(pred, frames.masks)])
+    for phase in ("ED", "ES"):
+        want = scores[np.array(frames.phases) == phase].mean()
+        assert rep["dice"]["LA"][phase]["mean"] == pytest.approx(want, abs=1e-9)
+    parcellator = Parcellator.load(root / "bb", root / "head")
+    check_segmenters(parcellator, models)
+    with pytest.raises(AlanError, match="yields to RV"):
+        check_segmenters(parcellator, {**models, "LA": models["LA"].set_params(yields_to=("LV", "RV"))})
+    res = run(app, ["segment", "fit", *common, "--target", "LA", "--yields-to", "LA", "--out", str(tmp_path / "bad.json")])
+    assert res.exit_code == 2 and "yields-to" in res.output and not (tmp_path / "bad.json").exists()

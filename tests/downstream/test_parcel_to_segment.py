@@ -650,3 +650,63 @@ def test_prior_support_json_is_validated(tmp_path):
         ParcelToSegment(prior_support=2.0).fit(parcels, parcels == 1)
     with pytest.raises(ValueError, match="location prior"):
         ParcelToSegment.from_interior(model.interior_, {}, prior_support=0.1)
+
+
+def test_yields_to_gives_way_to_the_other_targets_own_mask(tmp_path):
+    """An LA model whose interior class spans the valve plane into the LV: with ``yields_to=("LV",)``
+    `predict_targets` returns the LA's own mask minus the LV model's own mask (a plain set
+    difference, whatever the order of the models), the LV's mask is unchanged, `predict` alone
+    is the model's own mask, and the setting round-trips through the JSON file."""
+    from alan.downstream.parcel_to_segment import predict_targets
+
+    n, size = 3, 32
+    parcels = np.zeros((n, size, size), np.int64)
+    parcels[:, 2:14, 8:24] = 1  # the LV
+    parcels[:, 14:30, 10:22] = 2  # the LA
+    parcels[:, 10:14, 12:20] = 3  # a class at the valve plane, inside the LV
+    lv_truth = (parcels == 1) | (parcels == 3)
+    la_truth = parcels == 2
+    prov = {"backbone_hash": "b", "head_hash": "h"}
+    common = dict(n_parcels=4, overlap=0.5, enclaves=False, closing=False, snake=False, fill=False)
+    lv = ParcelToSegment(target="LV", **common).fit(parcels, lv_truth, provenance=prov)
+    assert lv.interior_parcels_ == [1, 3]
+    # an LA model that took the valve-plane class as well (as a fit on other frames may)
+    la = ParcelToSegment(target="LA", yields_to=("LV",), **common).fit(parcels, la_truth, provenance=prov)
+    plain = ParcelToSegment(target="LA", **common).fit(parcels, la_truth, provenance=prov)
+    assert la.interior_parcels_ == plain.interior_parcels_ == [2]
+    la, plain = la.with_interior([2, 3]), plain.with_interior([2, 3])
+    own_lv, own_la = lv.predict(parcels), la.predict(parcels)
+    assert np.array_equal(own_la, plain.predict(parcels))  # predict alone: the model's own mask
+    assert (own_la & own_lv).any()
+    for order in (("LV", "LA"), ("LA", "LV")):
+        models = {t: {"LV": lv, "LA": la}[t] for t in order}
+        out = predict_targets(models, parcels)
+        assert np.array_equal(out["LV"], own_lv)
+        assert np.array_equal(out["LA"], own_la & ~own_lv)
+    assert dice(out["LA"], la_truth).mean() > dice(own_la, la_truth).mean()
+    assert np.array_equal(predict_targets({"LA": plain, "LV": lv}, parcels)["LA"], own_la)  # no yields_to: no change
+    with pytest.raises(ValueError, match="yields to LV"):
+        predict_targets({"LA": la}, parcels)
+    la.to_json(tmp_path / "la.json")
+    assert json.loads((tmp_path / "la.json").read_text())["hyperparameters"]["yields_to"] == ["LV"]
+    back = ParcelToSegment.from_json(tmp_path / "la.json")
+    assert back.yields_to == ("LV",)
+    assert np.array_equal(predict_targets({"LV": lv, "LA": back}, parcels)["LA"], own_la & ~own_lv)
+    with pytest.raises(ValueError, match="own target"):
+        ParcelToSegment(target="LA", yields_to=("LA",)).fit(parcels, la_truth)
+
+
+def test_yields_to_json_is_validated(tmp_path):
+    parcels = np.zeros((2, 8, 8), np.int64)
+    parcels[:, 2:6, 2:6] = 1
+    doc = ParcelToSegment(target="LA", yields_to=("LV",), n_parcels=2).fit(
+        parcels, parcels == 1, provenance={"backbone_hash": "b", "head_hash": "h"}).to_dict()
+    hyper = doc["hyperparameters"]
+    for bad, why in [("LV", "list of distinct targets"), (["XX"], "list of distinct targets"),
+                     (["LV", "LV"], "list of distinct targets"), (["LA"], "own target")]:
+        (tmp_path / "m.json").write_text(json.dumps({**doc, "hyperparameters": {**hyper, "yields_to": bad}}))
+        with pytest.raises(ArtifactError, match=why):
+            ParcelToSegment.from_json(tmp_path / "m.json")
+    old = {**doc, "hyperparameters": {k: v for k, v in hyper.items() if k != "yields_to"}}
+    (tmp_path / "old.json").write_text(json.dumps(old))
+    assert ParcelToSegment.from_json(tmp_path / "old.json").yields_to == ()  # files from before the option

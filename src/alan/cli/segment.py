@@ -52,6 +52,10 @@ def fit(
                                         help="Keep the target only where at least this share of the fitting masks "
                                              "lay (the location prior, saved in the JSON); 0: off, the paper's. "
                                              "Beyond the paper."),
+    yields_to: list[str] = typer.Option([], "--yields-to",
+                                        help="A target this one gives way to where both models claim a pixel (e.g. "
+                                             "--target LA --yields-to LV; repeat for more). Eval and analyze then need "
+                                             "that model too. Beyond the paper."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Frames per backbone batch."),
     device: Device = "auto",
 ) -> None:
@@ -68,10 +72,15 @@ def fit(
 
     if component_by not in COMPONENT_BY:
         raise AlanError(f"--component-by must be one of {', '.join(COMPONENT_BY)}, got {component_by!r}")
+    from alan.records import LABELS
+
+    if target in yields_to or len(set(yields_to)) != len(yields_to) or not set(yields_to) <= set(LABELS):
+        raise typer.BadParameter(f"must name distinct targets among {', '.join(LABELS)} other than --target {target}",
+                                 param_hint="--yields-to")
     _, records = select_records(data, format, split)
     parcellator = load_parcellator(backbone, head, work_size, batch_size, device_option(device))
     model = fit_segmenter(parcellator, records, target, progress=True, overlap=overlap, hit_rate=hit_rate, presence=presence,
-                          component_by=component_by, prior_support=prior_support)
+                          component_by=component_by, prior_support=prior_support, yields_to=tuple(yields_to))
     model.to_json(out)
     console.print(f"{target}: interior parcels {model.interior_parcels_} of K={model.n_parcels_} "
                   f"({model.stats_['n_images']} frames) -> {out}")
@@ -80,6 +89,8 @@ def fit(
 @segment_app.command("eval")
 def evaluate(
     model: Path = typer.Option(..., "--model", help="Model JSON from `alan segment fit`."),
+    with_models: list[Path] = typer.Option([], "--with", help="Model JSON of a target MODEL yields to (its --yields-to), "
+                                                              "run on the same frames; repeat for more."),
     backbone: Path = typer.Option(None, "--backbone", help="Locked backbone artifact the model was fitted on "
                                                            "(default: the one shipped with alan)."),
     head: Path = typer.Option(None, "--head", help="RAPTOR head artifact the model was fitted on (default: the one "
@@ -110,6 +121,7 @@ def evaluate(
     from alan.pipelines.segment import evaluate_segmenter, segmentation_report
 
     seg = ParcelToSegment.from_json(model)
+    others = {m.target: m for m in (ParcelToSegment.from_json(p) for p in with_models)}
     dataset, records = select_records(data, format, split)
     parcellator = load_parcellator(backbone, head, int(seg.provenance_.get("work_size", 112)), batch_size,
                                    device_option(device))
@@ -119,14 +131,14 @@ def evaluate(
 
         _, fit_records = select_records(data, format, baseline_split)
         baseline = fit_baseline(fit_records, seg.target, parcellator.work_size)
-    result = evaluate_segmenter(seg, parcellator, records, progress=not as_json, baseline=baseline)
+    result = evaluate_segmenter(seg, parcellator, records, progress=not as_json, baseline=baseline, others=others)
     report = segmentation_report({seg.target: result}, dataset.format, figures)
     if figures is not None:
         from alan.pipelines.segment import overlay_video
 
         video_record = next((r for r in records if (r.n_frames or 0) > 1), None)
         if video_record is not None:
-            report["figures"].append(str(overlay_video(parcellator, {seg.target: seg}, video_record,
+            report["figures"].append(str(overlay_video(parcellator, {**others, seg.target: seg}, video_record,
                                                        Path(figures) / f"overlay_{dataset.format}_{seg.target}.mp4")))
         from alan.reports.protocol import write_segmentation_report
 

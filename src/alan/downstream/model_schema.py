@@ -31,7 +31,8 @@ TEXT_FIELDS = ("note", "source", "picked_at", "picked_by")
 PROVENANCE_REQUIRED = ("backbone_hash", "head_hash")
 
 # name -> (kind, lower bound, upper bound); kinds: "unit" float in [lo, hi], "int" integer >= lo,
-# "int?" integer >= lo or null, "float" finite number, "float>0" positive number, "bool", "choice".
+# "int?" integer >= lo or null, "float" finite number, "float>0" positive number, "bool", "choice",
+# "targets" a list of distinct names among lo.
 _HYPER_SPEC: dict[str, tuple[str, Any, Any]] = {
     "overlap": ("unit", 0.0, 1.0),
     "hit_rate": ("unit", 0.0, 1.0),
@@ -57,6 +58,7 @@ _HYPER_SPEC: dict[str, tuple[str, Any, Any]] = {
     "snake_method": ("choice", ("batched", "skimage"), None),
     "fill": ("bool", None, None),
     "median_radius": ("int", 0, None),
+    "yields_to": ("targets", LABELS, None),
 }
 
 # per-parcel statistics: name -> (element kind, nullable)
@@ -89,6 +91,10 @@ def _check_value(name: str, v: Any, kind: str, lo: Any, hi: Any) -> str | None:
         return None if isinstance(v, bool) else f"hyperparameters.{name} must be true or false, got {_short(v)}"
     if kind == "choice":
         return None if v in lo else f"hyperparameters.{name} must be one of {', '.join(lo)}, got {_short(v)}"
+    if kind == "targets":
+        ok = isinstance(v, list) and all(isinstance(t, str) and t in lo for t in v) and len(set(v)) == len(v)
+        return None if ok else (f"hyperparameters.{name} must be a list of distinct targets among "
+                                f"{', '.join(lo)}, got {_short(v)}")
     if kind in ("int", "int?"):
         if v is None and kind == "int?":
             return None
@@ -205,6 +211,8 @@ def validate_model(doc: Any, hyper_names: Iterable[str] | None = None) -> list[s
         problems.append(f"hyperparameters.n_parcels = {hyper['n_parcels']} differs from n_parcels = {k}")
     if "target" in hyper and target in LABELS and hyper["target"] in LABELS and hyper["target"] != target:
         problems.append(f"hyperparameters.target = {hyper['target']!r} differs from target = {target!r}")
+    if isinstance(hyper.get("yields_to"), list) and target in hyper["yields_to"]:
+        problems.append(f"hyperparameters.yields_to names the model's own target {target!r}")
 
     if "provenance" in doc:
         prov = doc["provenance"]

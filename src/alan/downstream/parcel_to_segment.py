@@ -62,7 +62,7 @@ _HYPER = (
     "largest_component", "component_by", "prior_size", "prior_support", "enclaves", "enclave_cutoff", "closing",
     "closing_radius",
     "snake", "snake_alpha", "snake_beta", "snake_gamma", "snake_max_num_iter", "snake_w_edge",
-    "snake_sigma", "snake_method", "fill", "median_radius",
+    "snake_sigma", "snake_method", "fill", "median_radius", "yields_to",
 )
 SNAKE_METHODS = ("batched", "skimage")
 
@@ -88,6 +88,10 @@ class ParcelToSegment(BaseEstimator):
     `snake_method` "batched" (default) fits all snakes of a stack as one system
     (`alan.downstream.snake`, the same snakes as skimage's up to rounding); "skimage" calls
     `skimage.segmentation.active_contour` per component (the reference implementation).
+    `yields_to` (empty = off, beyond the paper) names targets this one gives way to: where their
+    models' masks claim a pixel, this target does not (`predict_targets`, which runs the models
+    together; `predict` alone gives this model's own mask). The LA yielding to the LV puts the
+    boundary between the two at the LV's edge when a parcel spans the valve plane.
     """
 
     def __init__(
@@ -116,6 +120,7 @@ class ParcelToSegment(BaseEstimator):
         snake_method: str = "batched",
         fill: bool = True,
         median_radius: int = 0,
+        yields_to: tuple[str, ...] = (),
     ):
         self.overlap = overlap
         self.hit_rate = hit_rate
@@ -141,6 +146,7 @@ class ParcelToSegment(BaseEstimator):
         self.snake_method = snake_method
         self.fill = fill
         self.median_radius = median_radius
+        self.yields_to = yields_to
 
     # ------------------------------------------------------------------ fit (identification)
     def fit(self, parcel_maps: Any, masks: Any, provenance: Mapping[str, Any] | None = None) -> ParcelToSegment:
@@ -184,6 +190,8 @@ class ParcelToSegment(BaseEstimator):
         }
         if not 0 <= self.prior_support <= 1:
             raise ValueError(f"prior_support must be in [0, 1], got {self.prior_support}")
+        if self.target in self.yields_to:
+            raise ValueError(f"a {self.target} model cannot yield to its own target")
         if self.uses_prior:
             if int(self.prior_size) < 1:
                 raise ValueError(f"prior_size must be >= 1, got {self.prior_size}")
@@ -336,7 +344,8 @@ class ParcelToSegment(BaseEstimator):
                 "interior_parcels is what the model uses and may be edited by hand; "
                 "stats.identified is what fitting found (kept for the record)"
             ),
-            "hyperparameters": {name: getattr(self, name) for name in _HYPER},
+            "hyperparameters": {name: list(v) if name == "yields_to" else v
+                                for name, v in ((n, getattr(self, n)) for n in _HYPER)},
             "provenance": self.provenance_,
             **({"location_prior": _rounded(self.prior_).tolist()} if self.uses_prior else {}),
             "stats": {
@@ -387,6 +396,7 @@ class ParcelToSegment(BaseEstimator):
         hyper = {name: v for name, v in doc.get("hyperparameters", {}).items() if name in _HYPER}
         hyper["target"] = doc["target"]
         hyper.setdefault("component_by", "regions")  # files written before the option counted regions
+        hyper["yields_to"] = tuple(hyper.get("yields_to", ()))
         stats = doc.get("stats", {})
         interior = np.zeros(k, dtype=bool)
         interior[ids] = True
@@ -447,6 +457,23 @@ class ParcelToSegment(BaseEstimator):
         """Parcel ids whose interior flag differs from what fitting identified."""
         check_is_fitted(self, "interior_")
         return [int(i) for i in np.flatnonzero(self.interior_ != self.stats_["identified"])]
+
+
+def predict_targets(models: Mapping[str, ParcelToSegment], parcel_maps: Any) -> dict[str, np.ndarray]:
+    """Masks of several targets on the same parcel maps, {name: bool (N, H, W)}: each model's own
+    mask (`ParcelToSegment.predict`) minus the own masks of the targets it `yields_to` (so the
+    result does not depend on the order of `models`). A target yielded to must be among the models."""
+    own = {name: m.predict(parcel_maps) for name, m in models.items()}
+    by_target = {m.target: own[name] for name, m in models.items()}
+    out = {}
+    for name, m in models.items():
+        mask = own[name]
+        for other in m.yields_to:
+            if other not in by_target:
+                raise ValueError(f"the {m.target} model yields to {other}: give the {other} model with it")
+            mask = mask & ~by_target[other]
+        out[name] = mask
+    return out
 
 
 # ---------------------------------------------------------------------- vectorised pieces

@@ -339,6 +339,10 @@ def check_segmenters(parcellator: Parcellator, segmenters: dict[str, ParcelToSeg
     prov = {k: v for k, v in parcellator.provenance.items() if k != "work_size"}
     for model in segmenters.values():
         model.check_provenance(prov)
+        missing = [t for t in model.yields_to if t not in {m.target for m in segmenters.values()}]
+        if missing:
+            raise AlanError(f"the {model.target} model yields to {', '.join(missing)}: give that model too "
+                            f"(--segment MODEL.json with target {missing[0]})")
 
 
 # ----------------------------------------------------------------------------------- studies

@@ -15,7 +15,7 @@ import numpy as np
 from rich.progress import Progress
 
 from alan.downstream.constant_mask import ConstantMask
-from alan.downstream.parcel_to_segment import ParcelToSegment, region_oracle
+from alan.downstream.parcel_to_segment import ParcelToSegment, predict_targets, region_oracle
 from alan.errors import AlanError
 from alan.metrics import area_length_volume, dice, dice_summary, ejection_fraction
 from alan.models.parcellator import Parcellator
@@ -121,14 +121,23 @@ class SegmentationResult:
 
 
 def evaluate_segmenter(model: ParcelToSegment, parcellator: Parcellator, records: list[Record] | AnnotatedFrames,
-                       progress: bool = False, baseline: ConstantMask | None = None) -> SegmentationResult:
+                       progress: bool = False, baseline: ConstantMask | None = None,
+                       others: dict[str, ParcelToSegment] | None = None) -> SegmentationResult:
     """DICE of `model` on the annotated ED/ES frames of `records`, at native resolution; with a
-    `baseline` (`fit_baseline` on the fitting records) its DICE on the same frames too."""
-    model.check_provenance({k: v for k, v in parcellator.provenance.items() if k != "work_size"})
+    `baseline` (`fit_baseline` on the fitting records) its DICE on the same frames too. `others`:
+    the models of the targets `model` yields to (`ParcelToSegment.yields_to`), run on the same frames."""
+    prov = {k: v for k, v in parcellator.provenance.items() if k != "work_size"}
+    model.check_provenance(prov)
+    others = {m.target: m for m in (others or {}).values() if m.target in model.yields_to}
+    missing = [t for t in model.yields_to if t not in others]
+    if missing:
+        raise AlanError(f"the {model.target} model yields to {', '.join(missing)}: give that model too")
+    for other in others.values():
+        other.check_provenance(prov)
     frames = _annotated(records, model.target, progress)
     images = to_work(frames.images, parcellator.work_size)
     parcels = parcellator(images)
-    pred = model.predict(parcels)
+    pred = predict_targets({model.target: model, **others}, parcels)[model.target]
     shapes = [m.shape for m in frames.masks]
     native = masks_to_native(pred, shapes)
     scores = np.array([dice(p, t) for p, t in zip(native, frames.masks)])
@@ -149,8 +158,9 @@ def evaluate_segmenter(model: ParcelToSegment, parcellator: Parcellator, records
 
 
 def native_masks(models: dict[str, ParcelToSegment], parcels: np.ndarray, shape: tuple[int, int]) -> dict[str, np.ndarray]:
-    """Each model's masks of work-size parcel maps (T, S, S), back at the frames' `shape`: {target: bool (T, H, W)}."""
-    return {t: np.stack(masks_to_native(m.predict(parcels), [shape] * len(parcels))) for t, m in models.items()}
+    """Each model's masks of work-size parcel maps (T, S, S) (`predict_targets`: `yields_to` applied), back at the
+    frames' `shape`: {target: bool (T, H, W)}."""
+    return {t: np.stack(masks_to_native(m, [shape] * len(parcels))) for t, m in predict_targets(models, parcels).items()}
 
 
 def overlay_video(parcellator: Parcellator, models: dict[str, ParcelToSegment], record: Record, path: Any,
