@@ -98,3 +98,30 @@ def test_collapsed_tokens_have_all_variance_on_pc1():
             return cls, tok[..., :1] * direction  # every token on one line
     res = probe_backbone(OneLine(), _records(6, 0, _identity_image), _records(3, 1, _identity_image), work_size=S)
     assert res["pc1_share"] == pytest.approx(1.0, abs=1e-5)
+
+
+def test_head_probe_feeds_frames_at_the_heads_input_size():
+    """A head copied to take frames at a larger size is probed on the parcels every command makes
+    with it (the Parcellator's), not on the backbone's own-size tokens."""
+    from alan.downstream.parcel_to_segment import region_oracle
+    from alan.metrics import dice
+    from alan.models.backbones import create_backbone
+    from alan.models.parcellator import Parcellator
+    from alan.models.raptor import RaptorHead
+    from alan.pipelines.probe import collect_probe_frames
+
+    torch.manual_seed(0)
+    bb = create_backbone("vit_tiny_p8_112").eval()
+    recs = _records(3, 0, _identity_image)
+    frames = collect_probe_frames(recs, 112)
+    truth = frames.masks["LV"]
+    result = {}
+    for size in (None, 168):
+        torch.manual_seed(1)
+        head = RaptorHead(bb.embed_dim, 6, input_size=size)
+        got = probe_backbone(bb, recs, recs, head=head)["parcels"]
+        parcels = Parcellator(bb, head, work_size=112)(frames.images)
+        assert got["per_frame"] == pytest.approx(np.mean([len(np.unique(p)) for p in parcels]))
+        assert got["region_oracle"]["LV"] == pytest.approx(float(np.mean(dice(region_oracle(parcels, truth), truth))))
+        result[size] = parcels
+    assert not np.array_equal(result[None], result[168])  # the size matters, so the test can fail

@@ -171,7 +171,7 @@ def probe_backbone(backbone: Any, fit_records: Sequence[Record], eval_records: S
                                  "per_structure": {s: float(v) for s, v in zip(structures, per)}}
         result["views"] = _view_probe(cls_fit, fit.labels, cls_test, test.labels)
         if head is not None:
-            result["parcels"] = _head_probe(head, fit, test, tok_fit, tok_test, structures)
+            result["parcels"] = _head_probe(backbone, head, fit, test, tok_fit, tok_test, structures, batch_size)
     else:
         result["views"] = None
     if result.get("views") is None:
@@ -206,19 +206,26 @@ def _record_view_probe(backbone: Any, fit_records: Sequence[Record], eval_record
                        cls_features(backbone, test, batch_size), [r.label for r in test])
 
 
-def _parcels(head: Any, tokens: np.ndarray, size: int) -> np.ndarray:
-    """Parcel maps (N, size, size) from patch tokens already computed (no second backbone pass)."""
-    from alan.models.parcellator import grid_logits, upsample_argmax
+def _parcels(backbone: Any, head: Any, images: np.ndarray, tokens: np.ndarray, batch_size: int) -> np.ndarray:
+    """Parcel maps (N, S, S) of work-size images as every command makes them: from the patch
+    tokens already computed when the head takes frames at the backbone's own size, else from a
+    pass at the head's input size (`compute_tokens_and_logits`)."""
+    from alan.models.parcellator import compute_tokens_and_logits, grid_logits, upsample_argmax
 
     head.eval()
-    device = next(head.parameters()).device
-    return upsample_argmax(grid_logits(head, torch.from_numpy(tokens).to(device)).cpu(), (size, size))
+    native = getattr(getattr(backbone, "config", None), "img_size", None)
+    if getattr(head, "input_size", None) not in (None, native):
+        _, logits = compute_tokens_and_logits(backbone, head, images, batch_size, features=None)
+    else:
+        device = next(head.parameters()).device
+        logits = grid_logits(head, torch.from_numpy(tokens).to(device)).cpu()
+    return upsample_argmax(logits, images.shape[-2:])
 
 
-def _head_probe(head: Any, fit: ProbeFrames, test: ProbeFrames, tok_fit: np.ndarray, tok_test: np.ndarray,
-                structures: list[str]) -> dict[str, Any]:
-    p_fit = _parcels(head, tok_fit, fit.images.shape[-1])
-    p_test = _parcels(head, tok_test, test.images.shape[-1])
+def _head_probe(backbone: Any, head: Any, fit: ProbeFrames, test: ProbeFrames, tok_fit: np.ndarray,
+                tok_test: np.ndarray, structures: list[str], batch_size: int) -> dict[str, Any]:
+    p_fit = _parcels(backbone, head, fit.images, tok_fit, batch_size)
+    p_test = _parcels(backbone, head, test.images, tok_test, batch_size)
     out: dict[str, Any] = {"K": int(head.n_parcels),
                            "per_frame": float(np.mean([len(np.unique(p)) for p in p_test])),
                            "region_oracle": {}, "class_set_oracle": {}}
