@@ -2,6 +2,7 @@
 
 import json
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -28,9 +29,13 @@ def test_demo_quick_end_to_end(tmp_path):
 
     # every reported DICE is what the demo's saved models score when evaluated again from disk
     seg = r["segmentation"]
+    # (the shipped recipe's LA gives way to the LV: its eval runs with the LV model, `--with`)
+    assert json.loads(Path(r["segment_models"]["camus_LA"]).read_text())["hyperparameters"]["yields_to"] == ["LV"]
     for name, path in r["segment_models"].items():
         fmt, target = name.split("_")
-        again = _cli_json("segment", "eval", "--model", path, "--backbone", backbone, "--head",
+        yielded = json.loads(Path(path).read_text())["hyperparameters"]["yields_to"]
+        extra = [a for t in yielded for a in ("--with", r["segment_models"][f"{fmt}_{t}"])]
+        again = _cli_json("segment", "eval", "--model", path, *extra, "--backbone", backbone, "--head",
                           r["raptor"]["path"], "--data", str(out / "data" / fmt), "--split", "test")
         for phase in ("ED", "ES"):
             want = again["dice"][target][phase]

@@ -39,6 +39,7 @@ class ProtocolConfig:
     raptor_input_size: int | None = None  # frames at inference after training at the backbone's size (None: the same)
     component_by: str = "parcels"  # the paper's rule; "prior": a location prior picks the component
     prior_support: float = 0.0  # 0: the paper's; > 0: the target only where the location prior reaches it
+    yields: dict[str, tuple[str, ...]] = field(default_factory=dict)  # target -> targets it gives way to (none: the paper's)
     view_features: str = "cls"  # the paper's CLS kNN; "grid": patch tokens on a 7 x 7 grid
     view_input_size: int | None = None  # frames for the view features (None: the backbone's own size)
     raptor_limit: int | None = None
@@ -54,15 +55,16 @@ class ProtocolConfig:
 #: What each recipe changes in the protocol: "paper" is the ALAN paper's; "shipped" adds what the
 #: shipped phantom models use, each beyond the paper and measured in docs/raptor.md and
 #: docs/downstream.md on phantom patients the demo does not score: the head sees the tokens' grid
-#: position and takes frames at 224 px at inference (a finer token grid), the kept component is
-#: chosen by a location prior and cut to where it reaches 5 %, views use grid-pooled tokens of
-#: frames at 224 px and are headlined at k=2 (the paper's k for its echo-trained backbone, and
-#: the best k on those patients; the paper's recipe headlines k=10).
+#: position and takes frames at 280 px at inference (a finer token grid), the kept component is
+#: chosen by a location prior and cut to where it reaches 5 %, the LA gives way to the LV where both
+#: claim a pixel (a parcel spanning the valve plane), views use grid-pooled tokens of frames at
+#: 280 px (from the head's pass) and are headlined at k=2 (the paper's k for its echo-trained
+#: backbone, and the best k on those patients; the paper's recipe headlines k=10).
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": {"raptor_position": 0.0, "raptor_input_size": None, "component_by": "parcels", "prior_support": 0.0,
-              "view_features": "cls", "view_input_size": None, "view_k": 10},
-    "shipped": {"raptor_position": 1.0, "raptor_input_size": 224, "component_by": "prior", "prior_support": 0.05,
-                "view_features": "grid", "view_input_size": 224, "view_k": 2},
+              "yields": {}, "view_features": "cls", "view_input_size": None, "view_k": 10},
+    "shipped": {"raptor_position": 1.0, "raptor_input_size": 280, "component_by": "prior", "prior_support": 0.05,
+                "yields": {"LA": ("LV",)}, "view_features": "grid", "view_input_size": 280, "view_k": 2},
 }
 
 
@@ -164,19 +166,20 @@ def run_protocol(backbone: Any, out: Path, *, echonet: Path | None, camus: Path 
                 console.print(f"[yellow]note:[/] {ds.format}: {scored['note']}")
             results.setdefault("scored_splits", {})[ds.format] = scored
             evals, fitted = {}, {}
-            for target in targets:
+            for target in sorted(targets, key=lambda t: t in config.yields):  # a target yielded to comes first
                 with timer.stage(f"parcel-to-segment {target} on {ds.format}"):
                     fit_frames = collect_annotated(fit_records, target, progress=config.progress)
+                    yields_to = tuple(t for t in config.yields.get(target, ()) if t in targets)
                     model = fit_segmenter(parcellator, fit_frames, target, progress=config.progress,
                                           component_by=config.component_by,
-                                          prior_support=config.prior_support)
+                                          prior_support=config.prior_support, yields_to=yields_to)
                     baseline = fit_baseline(fit_frames, target, config.work_size)
                     path = out / "models" / f"{ds.format}_{target}.json"
                     model.to_json(path)
                     fitted[target] = model
                     results["segment_models"][f"{ds.format}_{target}"] = str(path)
                     evals[target] = evaluate_segmenter(model, parcellator, test_records, progress=config.progress,
-                                                       baseline=baseline)
+                                                       baseline=baseline, others=fitted)
             results["segmentation"][ds.format] = segmentation_report(evals, ds.format, fig_dir)
             video_record = next((r for r in test_records if (r.n_frames or 0) > 1), None)
             if video_record is not None:  # one test recording as a video for the HTML report
