@@ -10,10 +10,12 @@ analyze run: wall seconds in the thread that ran the stage and CPU seconds (ffmp
 counted in the H.264 encode), against the CPU the backbone alone needs for the same frames.
 
     python bench/bench_analyze.py [--arch vit_tiny_p8_112] [--videos 4] [--frames 0] [--repeats 3]
-                                  [--batch 32] [--device cpu]
+                                  [--batch 32] [--device cpu] [--input-size 224] [--k 32]
 
 ``--frames 0`` keeps the phantom's own lengths (36-44 frames, the small EchoNet phantom);
-``--frames 200`` is an EchoNet-size recording.
+``--frames 200`` is an EchoNet-size recording. ``--input-size 224 --k 32`` is the shipped head's
+setting (frames to the backbone at 224 px, a 28 x 28 token grid): the baseline forward then runs
+at 224 px too, as analyze's own pass does.
 """
 
 from __future__ import annotations
@@ -35,7 +37,8 @@ from alan.models.parcellator import Parcellator
 from alan.models.raptor import RaptorHead
 from alan.phantom.echo import echo_sequence
 from alan.pipelines.analyze import analyze_study, study_inputs
-from alan.transforms.spatial import to_work
+from alan.transforms.intensity import to_unit
+from alan.transforms.spatial import resize_unit, to_work
 
 #: Stages in pipeline order, with the thread that runs them.
 THREADS = {"decode": "decode", "waiting for decode": "main", "backbone + head": "main", "parcels": "writer",
@@ -66,16 +69,19 @@ def main() -> None:
     ap.add_argument("--repeats", type=int, default=3)
     ap.add_argument("--batch", type=int, default=32)
     ap.add_argument("--device", default="cuda" if torch.cuda.is_available() else "cpu")
+    ap.add_argument("--input-size", type=int, default=None, help="px the frames go to the backbone at (default: its own)")
+    ap.add_argument("--k", type=int, default=8, help="parcels of the (random) head")
     args = ap.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="bench-analyze-"))
     videos(tmp / "videos", args.videos, args.frames)
     torch.manual_seed(0)
     bb = create_backbone(args.arch).to(args.device).eval()
-    head = RaptorHead(bb.embed_dim, 8).to(args.device).eval()
+    head = RaptorHead(bb.embed_dim, args.k, input_size=args.input_size).to(args.device).eval()
+    size = args.input_size or bb.config.img_size
     parcellator = Parcellator(bb, head, work_size=112, batch_size=args.batch)
     maps = np.zeros((2, 112, 112), np.int64)
     maps[:, 30:80, 30:80] = 1
-    lv = ParcelToSegment(n_parcels=8).fit(maps, maps == 1, provenance={"backbone_hash": None, "head_hash": None})
+    lv = ParcelToSegment(n_parcels=args.k).fit(maps, maps == 1, provenance={"backbone_hash": None, "head_hash": None})
     items = study_inputs(tmp / "videos")
     work = np.concatenate([to_work(list(np.asarray(r.frames)), 112) for r in items])
     n_frames = len(work)
@@ -83,7 +89,8 @@ def main() -> None:
     def backbone_only() -> None:
         with torch.no_grad():
             for s in range(0, n_frames, args.batch):
-                bb(work[s:s + args.batch])
+                batch = work[s:s + args.batch]
+                bb(batch) if args.input_size is None else bb(resize_unit(to_unit(batch), size), size)
         if args.device.startswith("cuda"):
             torch.cuda.synchronize()
 
@@ -105,7 +112,7 @@ def main() -> None:
     b, o = statistics.median(base), statistics.median(ours)
     wall, cpu, stages = sorted(runs, key=lambda r: r[0])[len(runs) // 2]
     lengths = sorted({int(r.n_frames) for r in items})
-    print(f"{args.arch} on {args.device}, {len(items)} videos of {lengths[0]}-{lengths[-1]} frames, {n_frames} frames, "
+    print(f"{args.arch} at {size} px, K={args.k}, on {args.device}, {len(items)} videos of {lengths[0]}-{lengths[-1]} frames, {n_frames} frames, "
           f"batch {args.batch}, torch threads {torch.get_num_threads()}, {os.cpu_count()} CPUs")
     print(f"backbone forward only : {n_frames / b:8.1f} frames/s   (baseline: full batches of {args.batch} frames)")
     print(f"alan analyze (all)    : {n_frames / o:8.1f} frames/s")
