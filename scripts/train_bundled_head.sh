@@ -2,7 +2,7 @@
 # Train the RAPTOR head shipped with alan (src/alan/assets/heads/phantom_default) on the bundled
 # phantom backbone: the EchoNet-format phantom (default size, seed 0) TRAIN split, K=32, 10 epochs,
 # with the position option (weight 1.0; docs/raptor.md, "Position"), trained on frames at the
-# backbone's own 112 px, then copied to take frames at 280 px at inference (a 35 x 35 token grid;
+# backbone's own 112 px, then copied to take frames at 224 px at inference (a 28 x 28 token grid;
 # docs/raptor.md, "Input size"). Writes the artifact and its README (commands, data, seed,
 # minutes, hashes, probe table).
 set -euo pipefail
@@ -15,7 +15,7 @@ SEED=${SEED:-0}
 K=${K:-32}
 POSITION=${POSITION:-1.0}
 EPOCHS=${EPOCHS:-10}
-INPUT_SIZE=${INPUT_SIZE:-280}
+INPUT_SIZE=${INPUT_SIZE:-224}
 THREADS=${THREADS:-2}
 DEST=$REPO/src/alan/assets/heads/phantom_default
 BACKBONE=$REPO/src/alan/assets/backbones/phantom_vit_tiny

@@ -29,8 +29,7 @@ def test_demo_quick_end_to_end(tmp_path):
 
     # every reported DICE is what the demo's saved models score when evaluated again from disk
     seg = r["segmentation"]
-    # (the shipped recipe's LA gives way to the LV: its eval runs with the LV model, `--with`)
-    assert json.loads(Path(r["segment_models"]["camus_LA"]).read_text())["hyperparameters"]["yields_to"] == ["LV"]
+    # (a model that yields to another target is scored with that target's model, `--with`)
     for name, path in r["segment_models"].items():
         fmt, target = name.split("_")
         yielded = json.loads(Path(path).read_text())["hyperparameters"]["yields_to"]

@@ -74,3 +74,39 @@ def test_camus_2019_scores_held_out_training_patients(tmp_path):
     nifti = open_dataset(synthesize("camus", tmp_path / "camus_nifti", seed=3, size="small"))
     fit, test, info = scoring_sets(nifti, ("train",), ("test",))
     assert info["note"] is None and test == nifti.split("test")
+
+
+def test_protocol_fits_and_scores_the_la_yielding_to_the_lv(phantoms, tmp_path):
+    """`ProtocolConfig.yields`: the LA model is fitted with ``yields_to=("LV",)`` and scored with the
+    LV model of the same dataset, so its reported DICE is that of `predict_targets` on the test
+    frames; without the option the LA model is the paper's own mask."""
+    from alan.data import open_dataset
+    from alan.downstream import ParcelToSegment
+    from alan.downstream.parcel_to_segment import predict_targets
+    from alan.metrics import dice
+    from alan.models.backbones import load_backbone
+    from alan.models.parcellator import Parcellator
+    from alan.models.raptor import RaptorHead, load_head, save_head
+    from alan.pipelines.protocol import ProtocolConfig, run_protocol, scoring_sets
+    from alan.pipelines.segment import collect_annotated
+    from alan.transforms.spatial import masks_to_native, to_work
+
+    digest = save_backbone(create_backbone("vit_tiny_p8_112"), tmp_path / "bb")
+    save_head(RaptorHead(192, 8, position=1.0, grid=14), tmp_path / "head", backbone_hash=digest)
+    bb, head = load_backbone(tmp_path / "bb"), load_head(tmp_path / "head")
+    common = dict(n_parcels=8, component_by="prior", prior_support=0.05, progress=False)
+    res = run_protocol(bb, tmp_path / "out", echonet=None, camus=phantoms["camus"], tmed2=None, head=head,
+                       config=ProtocolConfig(yields={"LA": ("LV",)}, **common))
+    models = {t: ParcelToSegment.from_json(res["segment_models"][f"camus_{t}"]) for t in ("LV", "LA")}
+    assert models["LA"].yields_to == ("LV",) and models["LV"].yields_to == ()
+    _, test, _ = scoring_sets(open_dataset(phantoms["camus"]), ("train",), ("test",))
+    frames = collect_annotated(test, "LA")
+    parcels = Parcellator(bb, head)(to_work(frames.images, 112))
+    pred = masks_to_native(predict_targets(models, parcels)["LA"], [m.shape for m in frames.masks])
+    scores = np.array([dice(p, t) for p, t in zip(pred, frames.masks)])
+    for phase in ("ED", "ES"):
+        got = res["segmentation"]["camus"]["dice"]["LA"][phase]["mean"]
+        assert got == pytest.approx(scores[np.array(frames.phases) == phase].mean(), abs=1e-9)
+    plain = run_protocol(bb, tmp_path / "plain", echonet=None, camus=phantoms["camus"], tmed2=None, head=head,
+                         config=ProtocolConfig(**common))
+    assert ParcelToSegment.from_json(plain["segment_models"]["camus_LA"]).yields_to == ()

@@ -55,16 +55,16 @@ class ProtocolConfig:
 #: What each recipe changes in the protocol: "paper" is the ALAN paper's; "shipped" adds what the
 #: shipped phantom models use, each beyond the paper and measured in docs/raptor.md and
 #: docs/downstream.md on phantom patients the demo does not score: the head sees the tokens' grid
-#: position and takes frames at 280 px at inference (a finer token grid), the kept component is
-#: chosen by a location prior and cut to where it reaches 5 %, the LA gives way to the LV where both
-#: claim a pixel (a parcel spanning the valve plane), views use grid-pooled tokens of frames at
-#: 280 px (from the head's pass) and are headlined at k=2 (the paper's k for its echo-trained
-#: backbone, and the best k on those patients; the paper's recipe headlines k=10).
+#: position and takes frames at 224 px at inference (a finer token grid), the kept component is
+#: chosen by a location prior and cut to where it reaches 5 %, views use grid-pooled tokens of
+#: frames at 224 px and are headlined at k=2 (the paper's k for its echo-trained backbone, and
+#: the best k on those patients; the paper's recipe headlines k=10). Neither recipe lets the LA
+#: yield to the LV (`yields`): on those patients it costs the LA more than it gives.
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": {"raptor_position": 0.0, "raptor_input_size": None, "component_by": "parcels", "prior_support": 0.0,
               "yields": {}, "view_features": "cls", "view_input_size": None, "view_k": 10},
-    "shipped": {"raptor_position": 1.0, "raptor_input_size": 280, "component_by": "prior", "prior_support": 0.05,
-                "yields": {"LA": ("LV",)}, "view_features": "grid", "view_input_size": 280, "view_k": 2},
+    "shipped": {"raptor_position": 1.0, "raptor_input_size": 224, "component_by": "prior", "prior_support": 0.05,
+                "yields": {}, "view_features": "grid", "view_input_size": 224, "view_k": 2},
 }
 
 
