@@ -132,3 +132,45 @@ def test_constant_mask_baseline_is_scored_on_the_evaluated_frames():
     report = segmentation_report({"LV": res}, "echonet")
     assert report["baseline"]["LV"]["ED"] == pytest.approx(np.mean(want[::2]))
     assert report["baseline"]["LV"]["ES"] == pytest.approx(np.mean(want[1::2]))
+
+
+def test_a_parcel_cache_computes_each_frame_once_and_changes_nothing():
+    """With a cache shared by the LV and LA fits (and by their evaluations), every annotated frame
+    goes through the parcellator once, and models and scores equal those made without it."""
+    from alan.downstream.parcel_to_segment import ParcelToSegment
+    from alan.pipelines.segment import evaluate_segmenter, fit_segmenter
+
+    rng = np.random.default_rng(1)
+
+    def record(name, a, b):
+        frames = rng.integers(0, 255, (4, 112, 112), dtype=np.uint8)
+        masks = {i: {"LV": _ellipse_mask(a - i, b), "LA": _ellipse_mask(b, a // 2)} for i in (0, 2)}
+        if name == "f2":
+            del masks[2]["LA"]  # a frame with the LV only: its parcels are cached for the LA too
+        return Record(name, load_frames=lambda: frames, n_frames=4, height=112, width=112,
+                      load_masks=lambda: masks, annotated=(0, 2), ed=0, es=2)
+
+    class Parcellate:  # parcels = the frame's pixel > 127; counts the frames it is given
+        work_size = 112
+        provenance = {"backbone_hash": "b", "head_hash": "h", "work_size": 112}
+        head = type("Head", (), {"n_parcels": 2})()
+        seen = 0
+
+        def __call__(self, images):
+            self.seen += len(images)
+            return (np.asarray(images) > 127).astype(np.int32)
+
+    fit_recs = [record(f"f{i}", 30 + 3 * i, 20 + i) for i in range(3)]
+    test_recs = [record("t0", 25, 18), record("t1", 38, 26)]
+    plain, cached = Parcellate(), Parcellate()
+    fit_cache, test_cache = {}, {}
+    for target in ("LV", "LA"):
+        a = fit_segmenter(plain, fit_recs, target, overlap=0.3)
+        b = fit_segmenter(cached, fit_recs, target, overlap=0.3, cache=fit_cache)
+        assert a.interior_parcels_ == b.interior_parcels_
+        ra = evaluate_segmenter(a, plain, test_recs)
+        rb = evaluate_segmenter(b, cached, test_recs, cache=test_cache)
+        assert np.array_equal(ra.dice, rb.dice) and np.array_equal(ra.parcels, rb.parcels)
+    assert plain.seen == 6 + 5 + 4 + 4  # LV fit 6, LA fit 5, two evaluations of 4 frames
+    assert cached.seen == 6 + 4  # each distinct frame once
+    assert set(fit_cache) == {(f"f{i}", p) for i in range(3) for p in ("ED", "ES")}

@@ -166,20 +166,22 @@ def run_protocol(backbone: Any, out: Path, *, echonet: Path | None, camus: Path 
                 console.print(f"[yellow]note:[/] {ds.format}: {scored['note']}")
             results.setdefault("scored_splits", {})[ds.format] = scored
             evals, fitted = {}, {}
+            fit_cache, test_cache = {}, {}  # an ED/ES frame's parcels, computed once for all its targets
             for target in sorted(targets, key=lambda t: t in config.yields):  # a target yielded to comes first
                 with timer.stage(f"parcel-to-segment {target} on {ds.format}"):
                     fit_frames = collect_annotated(fit_records, target, progress=config.progress)
                     yields_to = tuple(t for t in config.yields.get(target, ()) if t in targets)
                     model = fit_segmenter(parcellator, fit_frames, target, progress=config.progress,
                                           component_by=config.component_by,
-                                          prior_support=config.prior_support, yields_to=yields_to)
+                                          prior_support=config.prior_support, yields_to=yields_to,
+                                          cache=fit_cache)
                     baseline = fit_baseline(fit_frames, target, config.work_size)
                     path = out / "models" / f"{ds.format}_{target}.json"
                     model.to_json(path)
                     fitted[target] = model
                     results["segment_models"][f"{ds.format}_{target}"] = str(path)
                     evals[target] = evaluate_segmenter(model, parcellator, test_records, progress=config.progress,
-                                                       baseline=baseline, others=fitted)
+                                                       baseline=baseline, others=fitted, cache=test_cache)
             results["segmentation"][ds.format] = segmentation_report(evals, ds.format, fig_dir)
             video_record = next((r for r in test_records if (r.n_frames or 0) > 1), None)
             if video_record is not None:  # one test recording as a video for the HTML report

@@ -88,13 +88,28 @@ def fit_baseline(records: list[Record] | AnnotatedFrames, target: str, work_size
     return ConstantMask().fit(masks_to_work(frames.masks, work_size))
 
 
+def annotated_parcels(parcellator: Parcellator, frames: AnnotatedFrames,
+                      cache: dict[tuple[str, str], np.ndarray] | None = None) -> np.ndarray:
+    """Work-size parcel maps (N, S, S) of annotated frames. With a `cache` ({(record id, phase):
+    parcel map}, for this one `parcellator`), frames already seen (the same ED frame for the LV and
+    the LA, say) reuse their maps and only the others go through the backbone."""
+    if cache is None or not len(frames):
+        return parcellator(to_work(frames.images, parcellator.work_size))
+    keys = list(zip(frames.record_ids, frames.phases))
+    todo = [i for i, key in enumerate(keys) if key not in cache]
+    if todo:
+        new = parcellator(to_work([frames.images[i] for i in todo], parcellator.work_size))
+        cache.update((keys[i], p) for i, p in zip(todo, new))
+    return np.stack([cache[key] for key in keys])
+
+
 def fit_segmenter(parcellator: Parcellator, records: list[Record] | AnnotatedFrames, target: str,
-                  progress: bool = False, **hyper: Any) -> ParcelToSegment:
+                  progress: bool = False, cache: dict[tuple[str, str], np.ndarray] | None = None,
+                  **hyper: Any) -> ParcelToSegment:
     """Fit parcel-to-segment for `target` on the annotated ED/ES frames of `records` (or on frames
-    already collected with `collect_annotated`)."""
+    already collected with `collect_annotated`); `cache`: see `annotated_parcels`."""
     frames = _annotated(records, target, progress)
-    images = to_work(frames.images, parcellator.work_size)
-    parcels = parcellator(images)
+    parcels = annotated_parcels(parcellator, frames, cache)
     masks = masks_to_work(frames.masks, parcellator.work_size)
     model = ParcelToSegment(target=target, n_parcels=int(parcellator.head.n_parcels), **hyper)
     return model.fit(parcels, masks, provenance=parcellator.provenance)
@@ -122,10 +137,12 @@ class SegmentationResult:
 
 def evaluate_segmenter(model: ParcelToSegment, parcellator: Parcellator, records: list[Record] | AnnotatedFrames,
                        progress: bool = False, baseline: ConstantMask | None = None,
-                       others: dict[str, ParcelToSegment] | None = None) -> SegmentationResult:
+                       others: dict[str, ParcelToSegment] | None = None,
+                       cache: dict[tuple[str, str], np.ndarray] | None = None) -> SegmentationResult:
     """DICE of `model` on the annotated ED/ES frames of `records`, at native resolution; with a
     `baseline` (`fit_baseline` on the fitting records) its DICE on the same frames too. `others`:
-    the models of the targets `model` yields to (`ParcelToSegment.yields_to`), run on the same frames."""
+    the models of the targets `model` yields to (`ParcelToSegment.yields_to`), run on the same frames;
+    `cache`: see `annotated_parcels`."""
     prov = {k: v for k, v in parcellator.provenance.items() if k != "work_size"}
     model.check_provenance(prov)
     others = {m.target: m for m in (others or {}).values() if m.target in model.yields_to}
@@ -136,7 +153,7 @@ def evaluate_segmenter(model: ParcelToSegment, parcellator: Parcellator, records
         other.check_provenance(prov)
     frames = _annotated(records, model.target, progress)
     images = to_work(frames.images, parcellator.work_size)
-    parcels = parcellator(images)
+    parcels = annotated_parcels(parcellator, frames, cache)
     pred = predict_targets({model.target: model, **others}, parcels)[model.target]
     shapes = [m.shape for m in frames.masks]
     native = masks_to_native(pred, shapes)
