@@ -344,8 +344,7 @@ class ParcelToSegment(BaseEstimator):
                 "interior_parcels is what the model uses and may be edited by hand; "
                 "stats.identified is what fitting found (kept for the record)"
             ),
-            "hyperparameters": {name: list(v) if name == "yields_to" else v
-                                for name, v in ((n, getattr(self, n)) for n in _HYPER)},
+            "hyperparameters": {name: getattr(self, name) for name in _HYPER} | {"yields_to": list(self.yields_to)},
             "provenance": self.provenance_,
             **({"location_prior": _rounded(self.prior_).tolist()} if self.uses_prior else {}),
             "stats": {
@@ -459,18 +458,25 @@ class ParcelToSegment(BaseEstimator):
         return [int(i) for i in np.flatnonzero(self.interior_ != self.stats_["identified"])]
 
 
+def unmet_yields(models: Mapping[str, ParcelToSegment]) -> list[tuple[str, str]]:
+    """(target, target it yields to) for every `yields_to` entry of `models` whose model is not among them."""
+    present = {m.target for m in models.values()}
+    return [(m.target, other) for m in models.values() for other in m.yields_to if other not in present]
+
+
 def predict_targets(models: Mapping[str, ParcelToSegment], parcel_maps: Any) -> dict[str, np.ndarray]:
     """Masks of several targets on the same parcel maps, {name: bool (N, H, W)}: each model's own
     mask (`ParcelToSegment.predict`) minus the own masks of the targets it `yields_to` (so the
     result does not depend on the order of `models`). A target yielded to must be among the models."""
+    if unmet := unmet_yields(models):
+        target, other = unmet[0]
+        raise ValueError(f"the {target} model yields to {other}: give the {other} model with it")
     own = {name: m.predict(parcel_maps) for name, m in models.items()}
     by_target = {m.target: own[name] for name, m in models.items()}
     out = {}
     for name, m in models.items():
         mask = own[name]
         for other in m.yields_to:
-            if other not in by_target:
-                raise ValueError(f"the {m.target} model yields to {other}: give the {other} model with it")
             mask = mask & ~by_target[other]
         out[name] = mask
     return out

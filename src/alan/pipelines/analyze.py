@@ -38,7 +38,7 @@ from threadpoolctl import threadpool_limits
 
 from alan.artifacts import MARKER, atomic_dir, atomic_write_json, atomic_write_text, check_output_dir, output_kind
 from alan.downstream.knn import WeightedKNN
-from alan.downstream.parcel_to_segment import ParcelToSegment
+from alan.downstream.parcel_to_segment import ParcelToSegment, unmet_yields
 from alan.errors import AlanError, DataError
 from alan.pipelines.labelmaps import LABEL_IDS, masks_to_labels, write_label_map
 from alan.models.parcellator import Parcellator
@@ -339,10 +339,10 @@ def check_segmenters(parcellator: Parcellator, segmenters: dict[str, ParcelToSeg
     prov = {k: v for k, v in parcellator.provenance.items() if k != "work_size"}
     for model in segmenters.values():
         model.check_provenance(prov)
-        missing = [t for t in model.yields_to if t not in {m.target for m in segmenters.values()}]
-        if missing:
-            raise AlanError(f"the {model.target} model yields to {', '.join(missing)}: give that model too "
-                            f"(--segment MODEL.json with target {missing[0]})")
+    if unmet := unmet_yields(segmenters):
+        target, other = unmet[0]
+        raise AlanError(f"the {target} model yields to {other}: give that model too "
+                        f"(--segment MODEL.json with target {other})")
 
 
 # ----------------------------------------------------------------------------------- studies

@@ -15,7 +15,7 @@ import numpy as np
 from rich.progress import Progress
 
 from alan.downstream.constant_mask import ConstantMask
-from alan.downstream.parcel_to_segment import ParcelToSegment, predict_targets, region_oracle
+from alan.downstream.parcel_to_segment import ParcelToSegment, predict_targets, region_oracle, unmet_yields
 from alan.errors import AlanError
 from alan.metrics import area_length_volume, dice, dice_summary, ejection_fraction
 from alan.models.parcellator import Parcellator
@@ -145,16 +145,16 @@ def evaluate_segmenter(model: ParcelToSegment, parcellator: Parcellator, records
     `cache`: see `annotated_parcels`."""
     prov = {k: v for k, v in parcellator.provenance.items() if k != "work_size"}
     model.check_provenance(prov)
-    others = {m.target: m for m in (others or {}).values() if m.target in model.yields_to}
-    missing = [t for t in model.yields_to if t not in others]
+    models = {model.target: model, **{m.target: m for m in (others or {}).values() if m.target in model.yields_to}}
+    missing = [other for _, other in unmet_yields(models)]
     if missing:
         raise AlanError(f"the {model.target} model yields to {', '.join(missing)}: give that model too")
-    for other in others.values():
+    for other in models.values():
         other.check_provenance(prov)
     frames = _annotated(records, model.target, progress)
     images = to_work(frames.images, parcellator.work_size)
     parcels = annotated_parcels(parcellator, frames, cache)
-    pred = predict_targets({model.target: model, **others}, parcels)[model.target]
+    pred = predict_targets(models, parcels)[model.target]
     shapes = [m.shape for m in frames.masks]
     native = masks_to_native(pred, shapes)
     scores = np.array([dice(p, t) for p, t in zip(native, frames.masks)])
