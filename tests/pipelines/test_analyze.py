@@ -95,6 +95,7 @@ def test_folder_with_a_corrupt_video(video_folder, tmp_path):
     np.testing.assert_array_equal((labels == LABEL_IDS["LV"]).sum(axis=(1, 2)), summary["lv_area_px"])
     html = (tmp_path / "out" / "report.html").read_text()
     assert f"src='{a['folder']}/overlay.mp4'" in html and "<video" in html
+    assert f"src='{a['folder']}/lv_area.png'" in html and "base64" not in html  # linked: the report stays small
 
 
 def test_overlay_is_h264_that_opencv_decodes(video_folder, tmp_path):

@@ -63,3 +63,22 @@ def test_report_plays_videos_linked_inside_its_folder_embedded_outside(tmp_path)
     srcs = re.findall(r"<video [^>]*src='([^']+)'", text)
     assert srcs[0] == "rec%201/overlay.mp4"
     assert base64.b64decode(srcs[1].removeprefix("data:video/mp4;base64,")) == outside.read_bytes()
+
+
+def test_report_links_figures_inside_its_folder_when_asked(tmp_path):
+    fig_in, fig_out = tmp_path / "rep" / "rec 1" / "area.png", tmp_path / "elsewhere.png"
+    fig_in.parent.mkdir(parents=True)
+    for path in (fig_in, fig_out):
+        plt.plot([0, 1], [1, 0])
+        plt.savefig(path)
+        plt.close()
+    for link in (False, True):
+        rep = Report("figures", link_figures=link)
+        rep.section("s").figures += [(fig_in, "in"), (fig_out, "out")]
+        p = _Cells()
+        p.feed(rep.write(tmp_path / "rep" / "report.html").read_text())
+        if link:
+            assert p.imgs[0] == "rec%201/area.png"
+        else:
+            assert base64.b64decode(p.imgs[0].removeprefix("data:image/png;base64,")) == fig_in.read_bytes()
+        assert base64.b64decode(p.imgs[1].removeprefix("data:image/png;base64,")) == fig_out.read_bytes()

@@ -632,10 +632,11 @@ def write_study(result: StudyResult) -> None:
 
 
 def study_report(result: StudyResult):
-    """The HTML report: the study table, then each record's overlay video and area curve."""
+    """The HTML report: the study table, then each record's overlay video and area curve, both linked
+    from the record folders (not embedded: the report of a 10,000-recording study stays small)."""
     from alan.reports.html import Report
 
-    rep = Report("alan analyze", intro=f"{len(result.rows)} recordings, {len(result.failed)} failed, "
+    rep = Report("alan analyze", link_figures=True, intro=f"{len(result.rows)} recordings, {len(result.failed)} failed, "
                                        f"{len(result.warned)} with warnings. EF: single-plane area-length from the "
                                        "predicted LV masks, median over beats.")
     table = rep.section("Results")

@@ -1,7 +1,8 @@
 """An HTML report: sections of tables, PNG figures and H.264 videos.
 
-Figures are embedded (base64). A video inside the report's folder is linked by its relative path
-(so a study report with hundreds of overlays stays small); any other video is embedded.
+Figures are embedded (base64), or, with `Report.link_figures`, linked by their relative path
+when they lie inside the report's folder (a study report of thousands of recordings stays
+small). A video inside the report's folder is always linked; any other video is embedded.
 Files ending in .mp4 / .webm / .webp in `Section.figures` are shown as videos (WebP as an image).
 """
 
@@ -41,6 +42,7 @@ class Report:
     title: str
     intro: str = ""
     sections: list[Section] = field(default_factory=list)
+    link_figures: bool = False  # images inside the report's folder linked, not embedded
 
     def section(self, title: str) -> Section:
         s = Section(title)
@@ -64,7 +66,7 @@ class Report:
                     out.append("<tr>" + "".join(f"<td>{html.escape(_fmt(c))}</td>" for c in row) + "</tr>")
                 out.append("</table>")
             for path, caption in s.figures:
-                out.append(_figure(Path(path), caption, base))
+                out.append(_figure(Path(path), caption, base, self.link_figures))
         out.append("</body></html>")
         return "\n".join(out)
 
@@ -77,15 +79,17 @@ _VIDEO = {".mp4": "video/mp4", ".webm": "video/webm"}
 _IMAGE = {".png": "image/png", ".webp": "image/webp", ".jpg": "image/jpeg", ".jpeg": "image/jpeg"}
 
 
-def _figure(path: Path, caption: str, base: Path | None) -> str:
+def _figure(path: Path, caption: str, base: Path | None, link: bool = False) -> str:
     cap = f"<figcaption>{html.escape(caption)}</figcaption>"
     suffix = path.suffix.lower()
     if suffix in _VIDEO:
         src = _relative(path, base) or f"data:{_VIDEO[suffix]};base64,{base64.b64encode(path.read_bytes()).decode()}"
         return (f"<figure><video controls loop muted autoplay playsinline preload='metadata' "
                 f"src='{html.escape(src)}' title='{html.escape(caption)}'></video>{cap}</figure>")
-    data = base64.b64encode(path.read_bytes()).decode()
-    return f"<figure><img src='data:{_IMAGE.get(suffix, 'image/png')};base64,{data}' alt='{html.escape(caption)}'>{cap}</figure>"
+    src = _relative(path, base) if link else None
+    if src is None:
+        src = f"data:{_IMAGE.get(suffix, 'image/png')};base64,{base64.b64encode(path.read_bytes()).decode()}"
+    return f"<figure><img src='{html.escape(src)}' alt='{html.escape(caption)}'>{cap}</figure>"
 
 
 def _relative(path: Path, base: Path | None) -> str | None:
