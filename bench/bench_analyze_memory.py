@@ -18,7 +18,8 @@ the RSS sampled every 0.1 s inside each run (at a quarter of the run, at its end
 run it was highest: a leak peaks at the end); the size of report.html (it links each record's
 overlay and area plot rather than embedding them, so it grows by one table row and two links per
 record); and, in two more subprocesses (smallest and largest N, about twice as slow), the peak of
-the Python + NumPy heap under tracemalloc (started after the models are loaded; torch's own tensors are not in it).
+the Python + NumPy heap under tracemalloc (started after the models are loaded; torch's own
+tensors are not in it).
 
     python bench/bench_analyze_memory.py [--videos 8 32 128] [--frames 0] [--arch vit_micro_p8_64]
                                          [--batch 32] [--k 8] [--no-echonet]

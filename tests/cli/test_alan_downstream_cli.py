@@ -209,7 +209,8 @@ def test_segment_fit_with_a_prior_support(setup, tmp_path):
 def test_segment_la_yielding_to_the_lv(setup, tmp_path):
     """`--yields-to LV` is kept in the LA model's JSON; `segment eval` of that model refuses to run
     without the LV model (one line naming it) and with `--with lv.json` scores exactly the API's
-    `predict_targets` masks; analyze refuses a model set that lacks a target yielded to."""
+    `predict_targets` masks, for the LA and, given the LA (`--yield-limit` lets it take the LV's
+    pixels), for the LV; analyze refuses a model set that lacks a target yielded to."""
     from alan.data import open_dataset
     from alan.downstream import ParcelToSegment
     from alan.downstream.parcel_to_segment import predict_targets
@@ -223,29 +224,42 @@ def test_segment_la_yielding_to_the_lv(setup, tmp_path):
     root, _, _ = setup
     camus = synthesize("camus", tmp_path / "camus", seed=5, size="small")
     common = ["--backbone", str(root / "bb"), "--head", str(root / "head"), "--data", str(camus)]
-    for target, extra in (("LV", []), ("LA", ["--yields-to", "LV"])):
+    for target, extra in (("LV", []), ("LA", ["--yields-to", "LV", "--yield-limit", "0.6"])):
         res = run(app, ["segment", "fit", *common, "--split", "train", "--target", target, "--component-by", "prior",
                         *extra, "--out", str(tmp_path / f"{target}.json")])
         assert res.exit_code == 0, res.output
     assert json.loads((tmp_path / "LA.json").read_text())["hyperparameters"]["yields_to"] == ["LV"]
+    assert json.loads((tmp_path / "LA.json").read_text())["hyperparameters"]["yield_limit"] == 0.6
     res = run(app, ["segment", "eval", "--model", str(tmp_path / "LA.json"), *common, "--split", "test",
                     "--baseline-split", "train", "--json"])
     assert res.exit_code != 0 and "yields to LV" in str(res.exception)
-    res = run(app, ["segment", "eval", "--model", str(tmp_path / "LA.json"), "--with", str(tmp_path / "LV.json"),
-                    *common, "--split", "test", "--baseline-split", "train", "--json"])
-    assert res.exit_code == 0, res.output
-    rep = json.loads(res.stdout[res.stdout.index("{"):])
+    # hand-edited models that both claim every parcel, the LA with limit 0: the LV gives way wherever
+    # the LA's mask is (a random head's parcels give the fitted models little to contest)
+    for t in ("LV", "LA"):
+        fitted = ParcelToSegment.from_json(tmp_path / f"{t}.json")
+        edited = fitted.with_interior(range(fitted.n_parcels_)).set_params(yield_limit=0.0)
+        edited.to_json(tmp_path / f"{t}.json")
     models = {t: ParcelToSegment.from_json(tmp_path / f"{t}.json") for t in ("LV", "LA")}
-    frames = collect_annotated(open_dataset(camus).split("test"), "LA")
-    parcels = Parcellator.load(root / "bb", root / "head")(to_work(frames.images, 112))
-    pred = masks_to_native(predict_targets(models, parcels)["LA"], [m.shape for m in frames.masks])
-    scores = np.array([dice(p, t) for p, t in zip(pred, frames.masks)])
-    for phase in ("ED", "ES"):
-        want = scores[np.array(frames.phases) == phase].mean()
-        assert rep["dice"]["LA"][phase]["mean"] == pytest.approx(want, abs=1e-9)
+    for target, other in (("LA", "LV"), ("LV", "LA")):
+        res = run(app, ["segment", "eval", "--model", str(tmp_path / f"{target}.json"), "--with",
+                        str(tmp_path / f"{other}.json"), *common, "--split", "test", "--baseline-split", "train", "--json"])
+        assert res.exit_code == 0, res.output
+        rep = json.loads(res.stdout[res.stdout.index("{"):])
+        frames = collect_annotated(open_dataset(camus).split("test"), target)
+        parcels = Parcellator.load(root / "bb", root / "head")(to_work(frames.images, 112))
+        pred = masks_to_native(predict_targets(models, parcels)[target], [m.shape for m in frames.masks])
+        scores = np.array([dice(p, t) for p, t in zip(pred, frames.masks)])
+        for phase in ("ED", "ES"):
+            want = scores[np.array(frames.phases) == phase].mean()
+            assert rep["dice"][target][phase]["mean"] == pytest.approx(want, abs=1e-9)
+        if target == "LV":  # the LA took some of the LV's own mask
+            assert (predict_targets(models, parcels)["LV"] != models["LV"].predict(parcels)).any()
     parcellator = Parcellator.load(root / "bb", root / "head")
     check_segmenters(parcellator, models)
     with pytest.raises(AlanError, match="yields to RV"):
         check_segmenters(parcellator, {**models, "LA": models["LA"].set_params(yields_to=("LV", "RV"))})
     res = run(app, ["segment", "fit", *common, "--target", "LA", "--yields-to", "LA", "--out", str(tmp_path / "bad.json")])
     assert res.exit_code == 2 and "yields-to" in res.output and not (tmp_path / "bad.json").exists()
+    res = run(app, ["segment", "fit", *common, "--target", "LA", "--yields-to", "LV", "--yield-limit", "1.5",
+                    "--out", str(tmp_path / "bad.json")])
+    assert res.exit_code == 2 and "yield-limit" in res.output and not (tmp_path / "bad.json").exists()

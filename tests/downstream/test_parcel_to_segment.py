@@ -696,6 +696,58 @@ def test_yields_to_gives_way_to_the_other_targets_own_mask(tmp_path):
         ParcelToSegment(target="LA", yields_to=("LA",)).fit(parcels, la_truth)
 
 
+def test_yield_limit_hands_the_contested_pixels_to_the_other_target_when_they_are_most_of_the_mask(tmp_path):
+    """Frame 0: the LA's mask runs up into the LV (the pixels both claim are a small share of the
+    LA's mask): the LA gives them up. Frame 1: the LV's mask runs on into the LA (they are most of
+    the LA's mask): the LV gives them up. Checked against the rule restated per frame, in both model
+    orders; `yield_limit=1` is plain yielding; the limit round-trips through the JSON file."""
+    from alan.downstream.parcel_to_segment import predict_targets
+
+    size = 32
+    parcels = np.zeros((2, size, size), np.int64)
+    parcels[:, 2:14, 8:24] = 1  # the LV
+    parcels[:, 14:30, 10:22] = 2  # the LA
+    parcels[0, 11:14, 12:20] = 3  # frame 0: a class at the valve plane, inside the LV
+    parcels[1, 14:26, 10:22] = 3  # frame 1: the same class over most of the LA
+    prov = {"backbone_hash": "b", "head_hash": "h"}
+    off = dict(largest_component=False, enclaves=False, closing=False, snake=False, fill=False)
+    lv = ParcelToSegment.from_interior(np.array([0, 1, 0, 1], bool), prov, target="LV", **off)
+    own_lv = lv.predict(parcels)
+    for limit in (0.6, 1.0):
+        la = ParcelToSegment.from_interior(np.array([0, 0, 1, 1], bool), prov, target="LA", yields_to=("LV",),
+                                           yield_limit=limit, **off)
+        own_la = la.predict(parcels)
+        want_lv, want_la = own_lv.copy(), own_la.copy()
+        for f in range(2):  # the rule, restated
+            both = own_la[f] & own_lv[f]
+            if both.sum() / own_la[f].sum() <= limit:
+                want_la[f] &= ~both
+            else:
+                want_lv[f] &= ~both
+        for order in (("LV", "LA"), ("LA", "LV")):
+            out = predict_targets({t: {"LV": lv, "LA": la}[t] for t in order}, parcels)
+            assert np.array_equal(out["LV"], want_lv) and np.array_equal(out["LA"], want_la)
+        if limit == 1.0:  # plain yielding: the LA always gives way
+            assert np.array_equal(out["LA"], own_la & ~own_lv) and np.array_equal(out["LV"], own_lv)
+    below = np.arange(size)[:, None] >= 14  # the valve plane
+    truth_lv, truth_la = np.isin(parcels, [1, 3]) & ~below, np.isin(parcels, [2, 3]) & below
+    assert np.array_equal(out["LA"][1], own_la[1] & ~own_lv[1])  # limit 1: frame 1's LA loses most of itself
+    la.set_params(yield_limit=0.6)
+    out = predict_targets({"LV": lv, "LA": la}, parcels)
+    assert np.array_equal(out["LV"], truth_lv) and np.array_equal(out["LA"], truth_la)
+    la.to_json(tmp_path / "la.json")
+    assert json.loads((tmp_path / "la.json").read_text())["hyperparameters"]["yield_limit"] == 0.6
+    assert ParcelToSegment.from_json(tmp_path / "la.json").yield_limit == 0.6
+    doc = json.loads((tmp_path / "la.json").read_text())
+    doc["hyperparameters"]["yield_limit"] = 1.5
+    (tmp_path / "bad.json").write_text(json.dumps(doc))
+    with pytest.raises(ArtifactError, match="yield_limit"):
+        ParcelToSegment.from_json(tmp_path / "bad.json")
+    del doc["hyperparameters"]["yield_limit"]
+    (tmp_path / "old.json").write_text(json.dumps(doc))
+    assert ParcelToSegment.from_json(tmp_path / "old.json").yield_limit == 1.0  # files from before the option
+
+
 def test_yields_to_json_is_validated(tmp_path):
     parcels = np.zeros((2, 8, 8), np.int64)
     parcels[:, 2:6, 2:6] = 1

@@ -77,9 +77,9 @@ def test_camus_2019_scores_held_out_training_patients(tmp_path):
 
 
 def test_protocol_fits_and_scores_the_la_yielding_to_the_lv(phantoms, tmp_path):
-    """`ProtocolConfig.yields`: the LA model is fitted with ``yields_to=("LV",)`` and scored with the
-    LV model of the same dataset, so its reported DICE is that of `predict_targets` on the test
-    frames; without the option the LA model is the paper's own mask."""
+    """`ProtocolConfig.yields` / `yield_limit`: the LA model is fitted with ``yields_to=("LV",)`` and
+    the limit, and both models are scored together, so the reported LA and LV DICEs are those of
+    `predict_targets` on the test frames; without the option the LA model is the paper's own mask."""
     from alan.data import open_dataset
     from alan.downstream import ParcelToSegment
     from alan.downstream.parcel_to_segment import predict_targets
@@ -96,17 +96,19 @@ def test_protocol_fits_and_scores_the_la_yielding_to_the_lv(phantoms, tmp_path):
     bb, head = load_backbone(tmp_path / "bb"), load_head(tmp_path / "head")
     common = dict(n_parcels=8, component_by="prior", prior_support=0.05, progress=False)
     res = run_protocol(bb, tmp_path / "out", echonet=None, camus=phantoms["camus"], tmed2=None, head=head,
-                       config=ProtocolConfig(yields={"LA": ("LV",)}, **common))
+                       config=ProtocolConfig(yields={"LA": ("LV",)}, yield_limit=0.6, **common))
     models = {t: ParcelToSegment.from_json(res["segment_models"][f"camus_{t}"]) for t in ("LV", "LA")}
     assert models["LA"].yields_to == ("LV",) and models["LV"].yields_to == ()
+    assert models["LA"].yield_limit == 0.6 and models["LV"].yield_limit == 1.0
     _, test, _ = scoring_sets(open_dataset(phantoms["camus"]), ("train",), ("test",))
-    frames = collect_annotated(test, "LA")
-    parcels = Parcellator(bb, head)(to_work(frames.images, 112))
-    pred = masks_to_native(predict_targets(models, parcels)["LA"], [m.shape for m in frames.masks])
-    scores = np.array([dice(p, t) for p, t in zip(pred, frames.masks)])
-    for phase in ("ED", "ES"):
-        got = res["segmentation"]["camus"]["dice"]["LA"][phase]["mean"]
-        assert got == pytest.approx(scores[np.array(frames.phases) == phase].mean(), abs=1e-9)
+    for target in ("LV", "LA"):  # both reported DICEs are those of the two models run together
+        frames = collect_annotated(test, target)
+        parcels = Parcellator(bb, head)(to_work(frames.images, 112))
+        pred = masks_to_native(predict_targets(models, parcels)[target], [m.shape for m in frames.masks])
+        scores = np.array([dice(p, t) for p, t in zip(pred, frames.masks)])
+        for phase in ("ED", "ES"):
+            got = res["segmentation"]["camus"]["dice"][target][phase]["mean"]
+            assert got == pytest.approx(scores[np.array(frames.phases) == phase].mean(), abs=1e-9)
     plain = run_protocol(bb, tmp_path / "plain", echonet=None, camus=phantoms["camus"], tmed2=None, head=head,
                          config=ProtocolConfig(**common))
     assert ParcelToSegment.from_json(plain["segment_models"]["camus_LA"]).yields_to == ()

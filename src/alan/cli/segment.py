@@ -56,6 +56,10 @@ def fit(
                                         help="A target this one gives way to where both models claim a pixel (e.g. "
                                              "--target LA --yields-to LV; repeat for more). Eval and analyze then need "
                                              "that model too. Beyond the paper."),
+    yield_limit: float = typer.Option(1.0, "--yield-limit", min=0.0, max=1.0,
+                                      help="With --yields-to: the largest share of this target's mask it gives up "
+                                           "in a frame; where the pixels both claim are more, the other target "
+                                           "gives them up (1: always yield). Beyond the paper."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Frames per backbone batch."),
     device: Device = "auto",
 ) -> None:
@@ -80,7 +84,8 @@ def fit(
     _, records = select_records(data, format, split)
     parcellator = load_parcellator(backbone, head, work_size, batch_size, device_option(device))
     model = fit_segmenter(parcellator, records, target, progress=True, overlap=overlap, hit_rate=hit_rate, presence=presence,
-                          component_by=component_by, prior_support=prior_support, yields_to=tuple(yields_to))
+                          component_by=component_by, prior_support=prior_support, yields_to=tuple(yields_to),
+                          yield_limit=yield_limit)
     model.to_json(out)
     console.print(f"{target}: interior parcels {model.interior_parcels_} of K={model.n_parcels_} "
                   f"({model.stats_['n_images']} frames) -> {out}")
@@ -90,7 +95,8 @@ def fit(
 def evaluate(
     model: Path = typer.Option(..., "--model", help="Model JSON from `alan segment fit`."),
     with_models: list[Path] = typer.Option([], "--with", help="Model JSON of a target MODEL yields to (its --yields-to), "
-                                                              "run on the same frames; repeat for more."),
+                                                              "or of one that yields to MODEL, run on the same "
+                                                              "frames; repeat for more."),
     backbone: Path = typer.Option(None, "--backbone", help="Locked backbone artifact the model was fitted on "
                                                            "(default: the one shipped with alan)."),
     head: Path = typer.Option(None, "--head", help="RAPTOR head artifact the model was fitted on (default: the one "

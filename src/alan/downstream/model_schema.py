@@ -59,6 +59,7 @@ _HYPER_SPEC: dict[str, tuple[str, Any, Any]] = {
     "fill": ("bool", None, None),
     "median_radius": ("int", 0, None),
     "yields_to": ("targets", LABELS, None),
+    "yield_limit": ("unit", 0.0, 1.0),
 }
 
 # per-parcel statistics: name -> (element kind, nullable)

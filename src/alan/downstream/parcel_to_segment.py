@@ -62,7 +62,7 @@ _HYPER = (
     "largest_component", "component_by", "prior_size", "prior_support", "enclaves", "enclave_cutoff", "closing",
     "closing_radius",
     "snake", "snake_alpha", "snake_beta", "snake_gamma", "snake_max_num_iter", "snake_w_edge",
-    "snake_sigma", "snake_method", "fill", "median_radius", "yields_to",
+    "snake_sigma", "snake_method", "fill", "median_radius", "yields_to", "yield_limit",
 )
 SNAKE_METHODS = ("batched", "skimage")
 
@@ -92,6 +92,10 @@ class ParcelToSegment(BaseEstimator):
     models' masks claim a pixel, this target does not (`predict_targets`, which runs the models
     together; `predict` alone gives this model's own mask). The LA yielding to the LV puts the
     boundary between the two at the LV's edge when a parcel spans the valve plane.
+    `yield_limit` (1 = always yield, beyond the paper) is the largest share of this target's own
+    mask it gives up in a frame: where the pixels both claim are a larger share, the other target
+    gives them up instead. An LA mask that lies mostly inside the LV's is the LV running on
+    through the valve plane into the LA, not the LA running up into the LV.
     """
 
     def __init__(
@@ -121,6 +125,7 @@ class ParcelToSegment(BaseEstimator):
         fill: bool = True,
         median_radius: int = 0,
         yields_to: tuple[str, ...] = (),
+        yield_limit: float = 1.0,
     ):
         self.overlap = overlap
         self.hit_rate = hit_rate
@@ -147,6 +152,7 @@ class ParcelToSegment(BaseEstimator):
         self.fill = fill
         self.median_radius = median_radius
         self.yields_to = yields_to
+        self.yield_limit = yield_limit
 
     # ------------------------------------------------------------------ fit (identification)
     def fit(self, parcel_maps: Any, masks: Any, provenance: Mapping[str, Any] | None = None) -> ParcelToSegment:
@@ -466,19 +472,24 @@ def unmet_yields(models: Mapping[str, ParcelToSegment]) -> list[tuple[str, str]]
 
 def predict_targets(models: Mapping[str, ParcelToSegment], parcel_maps: Any) -> dict[str, np.ndarray]:
     """Masks of several targets on the same parcel maps, {name: bool (N, H, W)}: each model's own
-    mask (`ParcelToSegment.predict`) minus the own masks of the targets it `yields_to` (so the
-    result does not depend on the order of `models`). A target yielded to must be among the models."""
+    mask (`ParcelToSegment.predict`), then, for every target a model `yields_to`, the pixels both
+    own masks claim are removed from the yielding model's mask, or, in the frames where they are
+    more than its `yield_limit` share of its own mask, from the other's. Every decision is made on
+    the own masks, so the result does not depend on the order of `models`. A target yielded to
+    must be among the models."""
     if unmet := unmet_yields(models):
         target, other = unmet[0]
         raise ValueError(f"the {target} model yields to {other}: give the {other} model with it")
     own = {name: m.predict(parcel_maps) for name, m in models.items()}
-    by_target = {m.target: own[name] for name, m in models.items()}
-    out = {}
+    name_of = {m.target: name for name, m in models.items()}
+    out = {name: mask.copy() for name, mask in own.items()}
     for name, m in models.items():
-        mask = own[name]
         for other in m.yields_to:
-            mask = mask & ~by_target[other]
-        out[name] = mask
+            contested = own[name] & own[name_of[other]]
+            share = contested.sum((1, 2)) / np.maximum(own[name].sum((1, 2)), 1)
+            gives = (share <= m.yield_limit)[:, None, None]
+            out[name] &= ~(contested & gives)
+            out[name_of[other]] &= ~(contested & ~gives)
     return out
 
 

@@ -40,6 +40,7 @@ class ProtocolConfig:
     component_by: str = "parcels"  # the paper's rule; "prior": a location prior picks the component
     prior_support: float = 0.0  # 0: the paper's; > 0: the target only where the location prior reaches it
     yields: dict[str, tuple[str, ...]] = field(default_factory=dict)  # target -> targets it gives way to (none: the paper's)
+    yield_limit: float = 1.0  # the largest share of its mask a yielding target gives up (1: always yields)
     view_features: str = "cls"  # the paper's CLS kNN; "grid": patch tokens on a 7 x 7 grid
     view_input_size: int | None = None  # frames for the view features (None: the backbone's own size)
     raptor_limit: int | None = None
@@ -59,12 +60,13 @@ class ProtocolConfig:
 #: chosen by a location prior and cut to where it reaches 5 %, views use grid-pooled tokens of
 #: frames at 224 px and are headlined at k=2 (the paper's k for its echo-trained backbone, and
 #: the best k on those patients; the paper's recipe headlines k=10). Neither recipe lets the LA
-#: yield to the LV (`yields`): on those patients it costs the LA more than it gives.
+#: and LV give way to each other (`yields`, `yield_limit`): measured in docs/downstream.md, it
+#: helps on the built-in phantom's patients and costs the LA on another generator's.
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": {"raptor_position": 0.0, "raptor_input_size": None, "component_by": "parcels", "prior_support": 0.0,
-              "yields": {}, "view_features": "cls", "view_input_size": None, "view_k": 10},
+              "yields": {}, "yield_limit": 1.0, "view_features": "cls", "view_input_size": None, "view_k": 10},
     "shipped": {"raptor_position": 1.0, "raptor_input_size": 224, "component_by": "prior", "prior_support": 0.05,
-                "yields": {}, "view_features": "grid", "view_input_size": 224, "view_k": 2},
+                "yields": {}, "yield_limit": 1.0, "view_features": "grid", "view_input_size": 224, "view_k": 2},
 }
 
 
@@ -165,23 +167,26 @@ def run_protocol(backbone: Any, out: Path, *, echonet: Path | None, camus: Path 
             if scored["note"]:
                 console.print(f"[yellow]note:[/] {ds.format}: {scored['note']}")
             results.setdefault("scored_splits", {})[ds.format] = scored
-            evals, fitted = {}, {}
+            evals, fitted, baselines = {}, {}, {}
             fit_cache, test_cache = {}, {}  # an ED/ES frame's parcels, computed once for all its targets
-            for target in sorted(targets, key=lambda t: t in config.yields):  # a target yielded to comes first
+            for target in targets:
                 with timer.stage(f"parcel-to-segment {target} on {ds.format}"):
                     fit_frames = collect_annotated(fit_records, target, progress=config.progress)
                     yields_to = tuple(t for t in config.yields.get(target, ()) if t in targets)
                     model = fit_segmenter(parcellator, fit_frames, target, progress=config.progress,
                                           component_by=config.component_by,
                                           prior_support=config.prior_support, yields_to=yields_to,
-                                          cache=fit_cache)
-                    baseline = fit_baseline(fit_frames, target, config.work_size)
+                                          yield_limit=config.yield_limit if yields_to else 1.0, cache=fit_cache)
+                    baselines[target] = fit_baseline(fit_frames, target, config.work_size)
                     path = out / "models" / f"{ds.format}_{target}.json"
                     model.to_json(path)
                     fitted[target] = model
                     results["segment_models"][f"{ds.format}_{target}"] = str(path)
-                    evals[target] = evaluate_segmenter(model, parcellator, test_records, progress=config.progress,
-                                                       baseline=baseline, others=fitted, cache=test_cache)
+            for target in targets:  # all fitted first: a model may take pixels from another (yields)
+                with timer.stage(f"scoring {target} on {ds.format}"):
+                    evals[target] = evaluate_segmenter(fitted[target], parcellator, test_records,
+                                                       progress=config.progress, baseline=baselines[target],
+                                                       others=fitted, cache=test_cache)
             results["segmentation"][ds.format] = segmentation_report(evals, ds.format, fig_dir)
             video_record = next((r for r in test_records if (r.n_frames or 0) > 1), None)
             if video_record is not None:  # one test recording as a video for the HTML report

@@ -141,11 +141,14 @@ def evaluate_segmenter(model: ParcelToSegment, parcellator: Parcellator, records
                        cache: dict[tuple[str, str], np.ndarray] | None = None) -> SegmentationResult:
     """DICE of `model` on the annotated ED/ES frames of `records`, at native resolution; with a
     `baseline` (`fit_baseline` on the fitting records) its DICE on the same frames too. `others`:
-    the models of the targets `model` yields to (`ParcelToSegment.yields_to`), run on the same frames;
+    the models of the targets `model` yields to (`ParcelToSegment.yields_to`) and of those that
+    yield to it (which may take its pixels, see `yield_limit`), run on the same frames;
     `cache`: see `annotated_parcels`."""
     prov = {k: v for k, v in parcellator.provenance.items() if k != "work_size"}
     model.check_provenance(prov)
-    models = {model.target: model, **{m.target: m for m in (others or {}).values() if m.target in model.yields_to}}
+    given = {m.target for m in (others or {}).values()} | {model.target}
+    models = {model.target: model, **{m.target: m for m in (others or {}).values() if m.target in model.yields_to
+                                      or (model.target in m.yields_to and set(m.yields_to) <= given)}}
     missing = [other for _, other in unmet_yields(models)]
     if missing:
         raise AlanError(f"the {model.target} model yields to {', '.join(missing)}: give that model too")
