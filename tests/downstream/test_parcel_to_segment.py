@@ -746,6 +746,8 @@ def test_yield_limit_hands_the_contested_pixels_to_the_other_target_when_they_ar
     del doc["hyperparameters"]["yield_limit"]
     (tmp_path / "old.json").write_text(json.dumps(doc))
     assert ParcelToSegment.from_json(tmp_path / "old.json").yield_limit == 1.0  # files from before the option
+    with pytest.raises(ValueError, match="yield_limit"):
+        ParcelToSegment(target="LA", yields_to=("LV",), yield_limit=-0.1).fit(parcels, truth_la)
 
 
 def test_yields_to_json_is_validated(tmp_path):

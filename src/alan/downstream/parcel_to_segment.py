@@ -198,6 +198,8 @@ class ParcelToSegment(BaseEstimator):
             raise ValueError(f"prior_support must be in [0, 1], got {self.prior_support}")
         if self.target in self.yields_to:
             raise ValueError(f"a {self.target} model cannot yield to its own target")
+        if not 0.0 <= self.yield_limit <= 1.0:
+            raise ValueError(f"yield_limit must be in [0, 1], got {self.yield_limit}")
         if self.uses_prior:
             if int(self.prior_size) < 1:
                 raise ValueError(f"prior_size must be >= 1, got {self.prior_size}")
