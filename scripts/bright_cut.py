@@ -10,7 +10,9 @@ records. The cut: pixels of the work-size frame brighter than the P-th percentil
 frames' pixels inside the target masks leave the mask; of the 4-connected pieces left, the one
 with the most location-prior mass is kept, grown back by one pixel, intersected with the mask and
 its holes filled. Prints work-size DICE ED / ES pooled over the folders, without the cut and per
-percentile. A measurement, not a package feature (docs/downstream.md, "An image cue").
+percentile; with `--relative A`, also at the level `ParcelToSegment(bright_cut=A)` learns (the
+median inside plus A of the way to the median of a 3-pixel ring around the masks), the option the
+shipped recipe uses (docs/downstream.md, "An image cue").
 """
 
 from __future__ import annotations

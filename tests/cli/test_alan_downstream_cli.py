@@ -263,3 +263,21 @@ def test_segment_la_yielding_to_the_lv(setup, tmp_path):
     res = run(app, ["segment", "fit", *common, "--target", "LA", "--yields-to", "LV", "--yield-limit", "1.5",
                     "--out", str(tmp_path / "bad.json")])
     assert res.exit_code == 2 and "yield-limit" in res.output and not (tmp_path / "bad.json").exists()
+    res = run(app, ["segment", "fit", *common, "--split", "train", "--target", "LV", "--component-by", "prior",
+                    "--bright-cut", "0.2", "--out", str(tmp_path / "cut.json")])
+    assert res.exit_code == 0, res.output
+    cut = json.loads((tmp_path / "cut.json").read_text())
+    assert cut["hyperparameters"]["bright_cut"] == 0.2 and isinstance(cut["bright_level"], float)
+    res = run(app, ["segment", "eval", "--model", str(tmp_path / "cut.json"), *common, "--split", "test", "--json"])
+    assert res.exit_code == 0, res.output  # scored with the frames
+    res = run(app, ["analyze", str(camus), "--split", "test", *common[:4], "--segment", str(tmp_path / "cut.json"),
+                    "--out", str(tmp_path / "an"), "--no-progress"])
+    assert res.exit_code == 0, res.output
+    rec = open_dataset(camus).split("test")[0]
+    folder = next(d for d in (tmp_path / "an" / "records").iterdir() if json.loads((d / "summary.json").read_text())["record"] == rec.id)
+    work = to_work(list(np.asarray(rec.frames)), 112)
+    want = ParcelToSegment.from_json(tmp_path / "cut.json").predict(Parcellator.load(root / "bb", root / "head")(work), work)
+    native = masks_to_native(want, [np.asarray(rec.frames).shape[1:]] * len(want))
+    assert json.loads((folder / "summary.json").read_text())["lv_area_px"] == [int(m.sum()) for m in native]
+    res = run(app, ["segment", "fit", *common, "--target", "LV", "--bright-cut", "2", "--out", str(tmp_path / "bad.json")])
+    assert res.exit_code == 2 and "bright-cut" in res.output and not (tmp_path / "bad.json").exists()

@@ -112,3 +112,36 @@ def test_protocol_fits_and_scores_the_la_yielding_to_the_lv(phantoms, tmp_path):
     plain = run_protocol(bb, tmp_path / "plain", echonet=None, camus=phantoms["camus"], tmed2=None, head=head,
                          config=ProtocolConfig(**common))
     assert ParcelToSegment.from_json(plain["segment_models"]["camus_LA"]).yields_to == ()
+
+
+def test_protocol_cuts_the_masks_at_bright_pixels_with_the_frames(phantoms, tmp_path):
+    """`ProtocolConfig.bright_cut`: the models are fitted with the work-size frames (their JSON
+    holds the learnt level) and scored with them, so the reported DICE is that of
+    `ParcelToSegment.predict(parcels, frames)` on the test frames."""
+    from alan.data import open_dataset
+    from alan.downstream import ParcelToSegment
+    from alan.metrics import dice
+    from alan.models.backbones import load_backbone
+    from alan.models.parcellator import Parcellator
+    from alan.models.raptor import RaptorHead, load_head, save_head
+    from alan.pipelines.protocol import ProtocolConfig, run_protocol, scoring_sets
+    from alan.pipelines.segment import collect_annotated
+    from alan.transforms.spatial import masks_to_native, to_work
+
+    digest = save_backbone(create_backbone("vit_tiny_p8_112"), tmp_path / "bb")
+    save_head(RaptorHead(192, 8, position=1.0, grid=14), tmp_path / "head", backbone_hash=digest)
+    bb, head = load_backbone(tmp_path / "bb"), load_head(tmp_path / "head")
+    res = run_protocol(bb, tmp_path / "out", echonet=None, camus=phantoms["camus"], tmed2=None, head=head,
+                       config=ProtocolConfig(n_parcels=8, component_by="prior", bright_cut=0.2, progress=False,
+                                             camus_targets=("LV",)))
+    model = ParcelToSegment.from_json(res["segment_models"]["camus_LV"])
+    assert model.bright_cut == 0.2 and np.isfinite(model.bright_level_)
+    _, test, _ = scoring_sets(open_dataset(phantoms["camus"]), ("train",), ("test",))
+    frames = collect_annotated(test, "LV")
+    work = to_work(frames.images, 112)
+    parcels = Parcellator(bb, head)(work)
+    pred = masks_to_native(model.predict(parcels, work), [m.shape for m in frames.masks])
+    scores = np.array([dice(p, t) for p, t in zip(pred, frames.masks)])
+    for phase in ("ED", "ES"):
+        got = res["segmentation"]["camus"]["dice"]["LV"][phase]["mean"]
+        assert got == pytest.approx(scores[np.array(frames.phases) == phase].mean(), abs=1e-9)

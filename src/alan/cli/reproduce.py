@@ -26,8 +26,8 @@ def alan(
     train_backbone: bool = typer.Option(False, "--train-backbone", help="Train the paper's DINO backbone (--arch) on "
                                                                         "EchoNet TRAIN first (days without a GPU)."),
     recipe: str = typer.Option(None, "--recipe", help="paper (the ALAN paper's protocol) or shipped (adds the position "
-                                                      "head at 224 px, the location-prior component and support, and "
-                                                      "grid view features at 224 px); "
+                                                      "head at 224 px, the location-prior component and support, masks "
+                                                      "cut at bright pixels, and grid view features at 224 px); "
                                                       "default: shipped with the shipped models, else paper."),
     dino_weights: Path = typer.Option(None, "--dino-weights", help="Official DINO weights (e.g. dino_deitsmall8_pretrain.pth)."),
     arch: str = typer.Option("vit_small_p4_112", "--arch", help="Architecture to train on EchoNet TRAIN when no backbone is given."),

@@ -60,6 +60,11 @@ def fit(
                                       help="With --yields-to: the largest share of this target's mask it gives up "
                                            "in a frame; where the pixels both claim are more, the other target "
                                            "gives them up (1: always yield). Beyond the paper."),
+    bright_cut: float = typer.Option(0.0, "--bright-cut", min=0.0, max=1.0,
+                                     help="Cut the mask at pixels brighter than this fraction of the way from the "
+                                          "target's median intensity to its surroundings' (a shut valve is a bright "
+                                          "line), keeping the piece the location prior points to; 0: off, the "
+                                          "paper's. Beyond the paper."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Frames per backbone batch."),
     device: Device = "auto",
 ) -> None:
@@ -85,7 +90,7 @@ def fit(
     parcellator = load_parcellator(backbone, head, work_size, batch_size, device_option(device))
     model = fit_segmenter(parcellator, records, target, progress=True, overlap=overlap, hit_rate=hit_rate, presence=presence,
                           component_by=component_by, prior_support=prior_support, yields_to=tuple(yields_to),
-                          yield_limit=yield_limit)
+                          yield_limit=yield_limit, bright_cut=bright_cut)
     model.to_json(out)
     console.print(f"{target}: interior parcels {model.interior_parcels_} of K={model.n_parcels_} "
                   f"({model.stats_['n_images']} frames) -> {out}")

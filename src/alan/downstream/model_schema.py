@@ -24,7 +24,7 @@ from alan.downstream.parcel_to_segment import FORMAT, FORMAT_VERSION
 from alan.records import LABELS
 
 REQUIRED = ("format", "format_version", "target", "n_parcels", "interior_parcels", "provenance")
-OPTIONAL = ("note", "hyperparameters", "stats", "location_prior", "source", "picked_at", "picked_by")
+OPTIONAL = ("note", "hyperparameters", "stats", "location_prior", "bright_level", "source", "picked_at", "picked_by")
 #: Free-text fields (who made the model and how, e.g. ``"source": "picked"`` from `alan pick`).
 TEXT_FIELDS = ("note", "source", "picked_at", "picked_by")
 #: Provenance keys a model must record: the locked artifacts its parcel ids belong to.
@@ -60,6 +60,7 @@ _HYPER_SPEC: dict[str, tuple[str, Any, Any]] = {
     "median_radius": ("int", 0, None),
     "yields_to": ("targets", LABELS, None),
     "yield_limit": ("unit", 0.0, 1.0),
+    "bright_cut": ("unit", 0.0, 1.0),
 }
 
 # per-parcel statistics: name -> (element kind, nullable)
@@ -232,24 +233,40 @@ def validate_model(doc: Any, hyper_names: Iterable[str] | None = None) -> list[s
     if "stats" in doc:
         problems += _check_stats(doc["stats"], k)
     problems += _check_prior(doc, hyper)
+    problems += _check_bright(doc, hyper)
     return problems
+
+
+def _check_bright(doc: Mapping[str, Any], hyper: Mapping[str, Any]) -> list[str]:
+    """``bright_level``: a finite number, present exactly when ``bright_cut`` is above 0."""
+    cut = hyper.get("bright_cut", 0)
+    uses = _is_number(cut) and cut > 0
+    if "bright_level" not in doc:
+        return [f"bright_level is missing: bright_cut {cut} needs the fitted intensity level"] if uses else []
+    if not uses:
+        return ["bright_level is given but bright_cut is 0 (it would be ignored)"]
+    if not _is_number(doc["bright_level"]):
+        return [f"bright_level must be a finite number, got {_short(doc['bright_level'])}"]
+    return []
 
 
 def _check_prior(doc: Mapping[str, Any], hyper: Mapping[str, Any]) -> list[str]:
     """``location_prior``: a square grid (list of equal-length lists) of numbers in [0, 1], present
-    exactly when ``component_by`` is "prior" or ``prior_support`` is above 0."""
+    exactly when ``component_by`` is "prior", ``prior_support`` or ``bright_cut`` is above 0."""
     support = hyper.get("prior_support", 0)
+    cut = hyper.get("bright_cut", 0)
     by_prior = hyper.get("component_by") == "prior"
-    uses = by_prior or (_is_number(support) and support > 0)
+    uses = by_prior or (_is_number(support) and support > 0) or (_is_number(cut) and cut > 0)
     if "location_prior" not in doc:
         if not uses:
             return []
-        why = "component_by 'prior'" if by_prior else f"prior_support {support}"
+        why = ("component_by 'prior'" if by_prior else f"prior_support {support}" if _is_number(support)
+               and support > 0 else f"bright_cut {cut}")
         return [f"location_prior is missing: {why} needs the fitted prior grid"]
     grid = doc["location_prior"]
     if not uses:
-        return ["location_prior is given but neither component_by 'prior' nor a prior_support > 0 uses it "
-                "(it would be ignored)"]
+        return ["location_prior is given but neither component_by 'prior' nor a prior_support or bright_cut > 0 "
+                "uses it (it would be ignored)"]
     if not isinstance(grid, list) or not grid or not all(isinstance(r, list) for r in grid):
         return ["location_prior must be a list of rows (a square grid of numbers in [0, 1])"]
     n = len(grid)

@@ -62,7 +62,7 @@ _HYPER = (
     "largest_component", "component_by", "prior_size", "prior_support", "enclaves", "enclave_cutoff", "closing",
     "closing_radius",
     "snake", "snake_alpha", "snake_beta", "snake_gamma", "snake_max_num_iter", "snake_w_edge",
-    "snake_sigma", "snake_method", "fill", "median_radius", "yields_to", "yield_limit",
+    "snake_sigma", "snake_method", "fill", "median_radius", "yields_to", "yield_limit", "bright_cut",
 )
 SNAKE_METHODS = ("batched", "skimage")
 
@@ -96,6 +96,13 @@ class ParcelToSegment(BaseEstimator):
     mask it gives up in a frame: where the pixels both claim are a larger share, the other target
     gives them up instead. An LA mask that lies mostly inside the LV's is the LV running on
     through the valve plane into the LA, not the LA running up into the LV.
+    `bright_cut` (0 = off, beyond the paper) uses the frames as well as the parcels: pixels brighter
+    than `bright_level_` leave the final mask, and of the pieces left the one with the most
+    location-prior mass is kept, grown back by one pixel, its holes filled. A shut valve is a
+    thin bright line between two dark pools, which no parcel boundary need follow. The level is
+    learnt in `fit` from the frames: the median intensity inside the fitting masks plus
+    `bright_cut` times the way to the median of a 3-pixel ring around them (the wall), so it
+    follows the data's own contrast; it is saved in the JSON as ``bright_level``.
     """
 
     def __init__(
@@ -126,6 +133,7 @@ class ParcelToSegment(BaseEstimator):
         median_radius: int = 0,
         yields_to: tuple[str, ...] = (),
         yield_limit: float = 1.0,
+        bright_cut: float = 0.0,
     ):
         self.overlap = overlap
         self.hit_rate = hit_rate
@@ -153,10 +161,13 @@ class ParcelToSegment(BaseEstimator):
         self.median_radius = median_radius
         self.yields_to = yields_to
         self.yield_limit = yield_limit
+        self.bright_cut = bright_cut
 
     # ------------------------------------------------------------------ fit (identification)
-    def fit(self, parcel_maps: Any, masks: Any, provenance: Mapping[str, Any] | None = None) -> ParcelToSegment:
-        """Identify the interior parcel classes from parcel maps (N,H,W) and masks (N,H,W)."""
+    def fit(self, parcel_maps: Any, masks: Any, provenance: Mapping[str, Any] | None = None,
+            frames: Any = None) -> ParcelToSegment:
+        """Identify the interior parcel classes from parcel maps (N,H,W) and masks (N,H,W); `frames`
+        (N,H,W), the images of the parcel maps, are needed with a `bright_cut`."""
         parcels = _as_parcels(parcel_maps)
         masks = np.asarray(masks)
         if masks.ndim == 2:
@@ -200,6 +211,10 @@ class ParcelToSegment(BaseEstimator):
             raise ValueError(f"a {self.target} model cannot yield to its own target")
         if not 0.0 <= self.yield_limit <= 1.0:
             raise ValueError(f"yield_limit must be in [0, 1], got {self.yield_limit}")
+        if not 0.0 <= self.bright_cut <= 1.0:
+            raise ValueError(f"bright_cut must be in [0, 1], got {self.bright_cut}")
+        if self.bright_cut > 0:
+            self.bright_level_ = bright_level(_as_frames(frames, parcels.shape, "fit"), masks, self.bright_cut)
         if self.uses_prior:
             if int(self.prior_size) < 1:
                 raise ValueError(f"prior_size must be >= 1, got {self.prior_size}")
@@ -213,8 +228,9 @@ class ParcelToSegment(BaseEstimator):
 
     @property
     def uses_prior(self) -> bool:
-        """Whether predict needs the location prior (`component_by="prior"` or a `prior_support`)."""
-        return self.component_by == "prior" or self.prior_support > 0
+        """Whether predict needs the location prior (`component_by="prior"`, a `prior_support` or a
+        `bright_cut`)."""
+        return self.component_by == "prior" or self.prior_support > 0 or self.bright_cut > 0
 
     def with_interior(self, classes: Any) -> ParcelToSegment:
         """A copy of this fitted model whose interior parcels are `classes` (same post-processing)."""
@@ -236,16 +252,20 @@ class ParcelToSegment(BaseEstimator):
         return cv2.resize(np.asarray(self.prior_, np.float32), (w, h), interpolation=cv2.INTER_LINEAR)
 
     # ------------------------------------------------------------------ predict
-    def predict(self, parcel_maps: Any) -> np.ndarray:
-        """Masks bool (N,H,W) (or (H,W) for one frame); a frame without interior parcels is empty."""
+    def predict(self, parcel_maps: Any, frames: Any = None) -> np.ndarray:
+        """Masks bool (N,H,W) (or (H,W) for one frame); a frame without interior parcels is empty.
+        `frames` (the images of the parcel maps, same shape) are needed with a `bright_cut`."""
         check_is_fitted(self, "interior_")
         raw = np.asarray(parcel_maps)
         parcels = _as_parcels(raw)
         if parcels.size and parcels.max() >= self.n_parcels_:
             raise ValueError(f"parcel label {int(parcels.max())} >= n_parcels={self.n_parcels_} of this model")
+        images = _as_frames(frames, parcels.shape, "predict") if self.bright_cut > 0 else None
         out = np.zeros(parcels.shape, dtype=bool)
         for sl in _chunks(len(parcels)):
             out[sl] = self._predict_stack(parcels[sl])
+            if images is not None:
+                out[sl] = cut_bright(out[sl], images[sl], self.bright_level_, self.prior_at(parcels.shape[1:]))
         return out[0] if raw.ndim == 2 else out
 
     def score(self, parcel_maps: Any, masks: Any) -> float:
@@ -355,6 +375,7 @@ class ParcelToSegment(BaseEstimator):
             "hyperparameters": {name: getattr(self, name) for name in _HYPER} | {"yields_to": list(self.yields_to)},
             "provenance": self.provenance_,
             **({"location_prior": _rounded(self.prior_).tolist()} if self.uses_prior else {}),
+            **({"bright_level": float(self.bright_level_)} if self.bright_cut > 0 else {}),
             "stats": {
                 "n_images": int(stats["n_images"]),
                 "identified": [bool(b) for b in stats["identified"]],
@@ -410,6 +431,8 @@ class ParcelToSegment(BaseEstimator):
         prior = doc.get("location_prior")
         model = cls.from_interior(interior, doc["provenance"],
                                   prior=None if prior is None else np.asarray(prior, dtype=np.float32), **hyper)
+        if model.bright_cut > 0:
+            model.bright_level_ = float(doc["bright_level"])
 
         def arr(name: str, dtype: Any, fill: Any) -> np.ndarray:
             v = stats.get(name)
@@ -472,17 +495,17 @@ def unmet_yields(models: Mapping[str, ParcelToSegment]) -> list[tuple[str, str]]
     return [(m.target, other) for m in models.values() for other in m.yields_to if other not in present]
 
 
-def predict_targets(models: Mapping[str, ParcelToSegment], parcel_maps: Any) -> dict[str, np.ndarray]:
+def predict_targets(models: Mapping[str, ParcelToSegment], parcel_maps: Any, frames: Any = None) -> dict[str, np.ndarray]:
     """Masks of several targets on the same parcel maps, {name: bool (N, H, W)}: each model's own
     mask (`ParcelToSegment.predict`), then, for every target a model `yields_to`, the pixels both
     own masks claim are removed from the yielding model's mask, or, in the frames where they are
     more than its `yield_limit` share of its own mask, from the other's. Every decision is made on
     the own masks, so the result does not depend on the order of `models`. A target yielded to
-    must be among the models."""
+    must be among the models. `frames`: the images of the parcel maps, for models with a `bright_cut`."""
     if unmet := unmet_yields(models):
         target, other = unmet[0]
         raise ValueError(f"the {target} model yields to {other}: give the {other} model with it")
-    own = {name: m.predict(parcel_maps) for name, m in models.items()}
+    own = {name: m.predict(parcel_maps, frames) for name, m in models.items()}
     name_of = {m.target: name for name, m in models.items()}
     out = {name: mask.copy() for name, mask in own.items()}
     for name, m in models.items():
@@ -493,6 +516,61 @@ def predict_targets(models: Mapping[str, ParcelToSegment], parcel_maps: Any) -> 
             out[name] &= ~(contested & gives)
             out[name_of[other]] &= ~(contested & ~gives)
     return out
+
+
+def bright_level(frames: np.ndarray, masks: np.ndarray, fraction: float) -> float:
+    """The `bright_cut` level of fitting frames (N,H,W) and their target masks: the median intensity
+    inside the masks plus `fraction` of the way to the median of a 3-pixel ring around them."""
+    ring = np.stack([ndimage.binary_dilation(m, iterations=3) & ~m for m in masks])
+    if not masks.any() or not ring.any():
+        raise ValueError("bright_cut needs fitting masks with pixels inside and around them")
+    inside, around = float(np.median(frames[masks])), float(np.median(frames[ring]))
+    return round(inside + fraction * (around - inside), 3)
+
+
+def cut_bright(masks: np.ndarray, frames: np.ndarray, level: float, prior: np.ndarray) -> np.ndarray:
+    """Masks (N,H,W) cut where `frames` > `level`: per frame the 4-connected piece left with the most
+    `prior` mass (H,W), grown back by one pixel inside the mask, holes filled; a frame left in one
+    piece (or none) keeps its mask (see `bright_cut`). All frames at once, no links across frames, on the box around every
+    mask (plus a pixel: the holes and the growth stay what they are on the whole frame)."""
+    rows, cols = np.flatnonzero(masks.any(axis=(0, 2))), np.flatnonzero(masks.any(axis=(0, 1)))
+    if not len(rows):
+        return masks.copy()
+    box = (slice(None), slice(max(rows[0] - 1, 0), rows[-1] + 2), slice(max(cols[0] - 1, 0), cols[-1] + 2))
+    out = masks.copy()
+    out[box] = _cut_bright_box(masks[box], frames[box], level, prior[box[1:]])
+    return out
+
+
+def _cut_bright_box(masks: np.ndarray, frames: np.ndarray, level: float, prior: np.ndarray) -> np.ndarray:
+    pieces, n = ndimage.label(masks & ~(frames > level), structure=_PLANE4)
+    if n == 0:
+        return masks.copy()
+    last = np.maximum.accumulate(pieces.reshape(len(masks), -1).max(axis=1))  # labels run frame by frame
+    split = np.diff(np.r_[0, last]) > 1
+    if not split.any():
+        return masks.copy()
+    frame_of = np.searchsorted(last, np.arange(1, n + 1))
+    mass = np.bincount(pieces.ravel(), weights=np.broadcast_to(prior, pieces.shape).ravel(), minlength=n + 1)[1:]
+    ids = np.arange(1, n + 1)
+    order = np.lexsort((-ids, mass, frame_of))  # per frame: most mass, then the first label
+    best = order[np.r_[frame_of[order][1:] != frame_of[order][:-1], True]]
+    keep = np.zeros(n + 1, dtype=bool)
+    keep[ids[best]] = True
+    grown = ndimage.binary_dilation(keep[pieces], structure=_PLANE4)
+    out = masks.copy()
+    out[split] = fill_holes(masks[split] & grown[split])
+    return out
+
+
+def _as_frames(frames: Any, shape: tuple[int, ...], what: str) -> np.ndarray:
+    if frames is None:
+        raise ValueError(f"a model with bright_cut > 0 needs the frames of the parcel maps to {what}")
+    images = np.asarray(frames)
+    images = images[None] if images.ndim == 2 else images
+    if images.shape != tuple(shape):
+        raise ValueError(f"frames have shape {images.shape}, parcel maps {tuple(shape)}")
+    return images.astype(np.float32, copy=False)
 
 
 # ---------------------------------------------------------------------- vectorised pieces

@@ -191,7 +191,9 @@ def summarise(record: Record, frames: np.ndarray, parcels: np.ndarray, parcellat
     timings = timings or Timings()
     shape = frames.shape[1:]
     with timings("masks"):
-        masks = native_masks(segmenters, parcels, shape)
+        work = (to_work(list(frames), parcellator.work_size)
+                if any(m.bright_cut > 0 for m in segmenters.values()) else None)
+        masks = native_masks(segmenters, parcels, shape, work)
     with timings("summary"):
         summary = _summary(record, frames, masks, parcellator, segmenters, knn, cls)
     with timings("masks"):

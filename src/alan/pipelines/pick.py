@@ -127,7 +127,7 @@ class PickSession:
         self.cache = cache
         self.version = 0  # bumped on every change of the selection
         self._open: OrderedDict[int, OpenRecord] = OrderedDict()
-        self._scored: dict[int, list[tuple[int, str, np.ndarray, np.ndarray]]] = {}  # frame, phase, parcels, truth
+        self._scored: dict[int, list[tuple[int, str, np.ndarray, np.ndarray, np.ndarray]]] = {}  # frame, phase, parcels, work frame, truth
         self._masks: OrderedDict[tuple, np.ndarray] = OrderedDict()
         self.lock = threading.RLock()
         self.model = blank_model(self.n_parcels, target, parcellator.provenance)
@@ -211,7 +211,7 @@ class PickSession:
                                 self._truth_of(rec))
             self._open[index] = opened
             # kept after the record leaves the cache, so DICE covers every record opened
-            self._scored[index] = [(f, p, opened.parcels[f], m) for f, (p, m) in opened.truth.items()]
+            self._scored[index] = [(f, p, opened.parcels[f], opened.frames[f], m) for f, (p, m) in opened.truth.items()]
             while len(self._open) > self.cache:
                 self._open.popitem(last=False)
             return opened
@@ -234,7 +234,7 @@ class PickSession:
         with self.lock:
             key = (index, frame, self.version)
             if key not in self._masks:
-                self._remember(key, self.model.predict(opened.parcels[frame]))
+                self._remember(key, self.model.predict(opened.parcels[frame], opened.frames[frame]))
             return self._masks[key]
 
     def masks(self, index: int) -> np.ndarray:
@@ -243,7 +243,7 @@ class PickSession:
         with self.lock:
             key = (index, None, self.version)
             if key not in self._masks:
-                self._remember(key, self.model.predict(opened.parcels))
+                self._remember(key, self.model.predict(opened.parcels, opened.frames))
             return self._masks[key]
 
     def _remember(self, key: tuple, value: np.ndarray) -> None:
@@ -265,10 +265,10 @@ class PickSession:
                 self.open(i)
         with self.lock:
             for i in sorted(self._scored if indices is None else set(indices)):
-                for frame, phase, parcels, truth in self._scored[i]:
+                for frame, phase, parcels, image, truth in self._scored[i]:
                     work = self._masks.get((i, frame, self.version))
                     if work is None:
-                        work = self.model.predict(parcels)
+                        work = self.model.predict(parcels, image)
                     pred = masks_to_native(work[None], [truth.shape])[0]
                     rows.append({"record": self.records[i].id, "index": i, "frame": int(frame), "phase": phase,
                                  "dice": float(dice(pred, truth))})

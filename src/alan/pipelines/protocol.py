@@ -41,6 +41,7 @@ class ProtocolConfig:
     prior_support: float = 0.0  # 0: the paper's; > 0: the target only where the location prior reaches it
     yields: dict[str, tuple[str, ...]] = field(default_factory=dict)  # target -> targets it gives way to (none: the paper's)
     yield_limit: float = 1.0  # the largest share of its mask a yielding target gives up (1: always yields)
+    bright_cut: float = 0.0  # 0: the paper's; > 0: masks cut at bright pixels (the shut valve), see ParcelToSegment
     view_features: str = "cls"  # the paper's CLS kNN; "grid": patch tokens on a 7 x 7 grid
     view_input_size: int | None = None  # frames for the view features (None: the backbone's own size)
     raptor_limit: int | None = None
@@ -59,14 +60,19 @@ class ProtocolConfig:
 #: position and takes frames at 224 px at inference (a finer token grid), the kept component is
 #: chosen by a location prior and cut to where it reaches 5 %, views use grid-pooled tokens of
 #: frames at 224 px and are headlined at k=2 (the paper's k for its echo-trained backbone, and
-#: the best k on those patients; the paper's recipe headlines k=10). Neither recipe lets the LA
-#: and LV give way to each other (`yields`, `yield_limit`): measured in docs/downstream.md, it
-#: helps on the built-in phantom's patients and costs the LA on another generator's.
+#: the best k on those patients; the paper's recipe headlines k=10), and each mask is cut at
+#: pixels brighter than a fifth of the way from the blood's to the wall's intensity, keeping the
+#: piece the location prior points to (`bright_cut`: a shut valve is a bright line between the LV
+#: and the LA). Neither recipe lets the LA and LV give way to each other (`yields`,
+#: `yield_limit`): measured in docs/downstream.md, it helps on the built-in phantom's patients and
+#: costs the LA on another generator's.
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": {"raptor_position": 0.0, "raptor_input_size": None, "component_by": "parcels", "prior_support": 0.0,
-              "yields": {}, "yield_limit": 1.0, "view_features": "cls", "view_input_size": None, "view_k": 10},
+              "bright_cut": 0.0, "yields": {}, "yield_limit": 1.0, "view_features": "cls", "view_input_size": None,
+              "view_k": 10},
     "shipped": {"raptor_position": 1.0, "raptor_input_size": 224, "component_by": "prior", "prior_support": 0.05,
-                "yields": {}, "yield_limit": 1.0, "view_features": "grid", "view_input_size": 224, "view_k": 2},
+                "bright_cut": 0.2, "yields": {}, "yield_limit": 1.0, "view_features": "grid", "view_input_size": 224,
+                "view_k": 2},
 }
 
 
@@ -176,7 +182,8 @@ def run_protocol(backbone: Any, out: Path, *, echonet: Path | None, camus: Path 
                     model = fit_segmenter(parcellator, fit_frames, target, progress=config.progress,
                                           component_by=config.component_by,
                                           prior_support=config.prior_support, yields_to=yields_to,
-                                          yield_limit=config.yield_limit if yields_to else 1.0, cache=fit_cache)
+                                          yield_limit=config.yield_limit if yields_to else 1.0,
+                                          bright_cut=config.bright_cut, cache=fit_cache)
                     baselines[target] = fit_baseline(fit_frames, target, config.work_size)
                     path = out / "models" / f"{ds.format}_{target}.json"
                     model.to_json(path)

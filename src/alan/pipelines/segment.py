@@ -112,7 +112,8 @@ def fit_segmenter(parcellator: Parcellator, records: list[Record] | AnnotatedFra
     parcels = annotated_parcels(parcellator, frames, cache)
     masks = masks_to_work(frames.masks, parcellator.work_size)
     model = ParcelToSegment(target=target, n_parcels=int(parcellator.head.n_parcels), **hyper)
-    return model.fit(parcels, masks, provenance=parcellator.provenance)
+    images = to_work(frames.images, parcellator.work_size) if model.bright_cut > 0 else None
+    return model.fit(parcels, masks, provenance=parcellator.provenance, frames=images)
 
 
 @dataclass
@@ -157,7 +158,7 @@ def evaluate_segmenter(model: ParcelToSegment, parcellator: Parcellator, records
     frames = _annotated(records, model.target, progress)
     images = to_work(frames.images, parcellator.work_size)
     parcels = annotated_parcels(parcellator, frames, cache)
-    pred = predict_targets(models, parcels)[model.target]
+    pred = predict_targets(models, parcels, images)[model.target]
     shapes = [m.shape for m in frames.masks]
     native = masks_to_native(pred, shapes)
     scores = np.array([dice(p, t) for p, t in zip(native, frames.masks)])
@@ -177,10 +178,12 @@ def evaluate_segmenter(model: ParcelToSegment, parcellator: Parcellator, records
     return result
 
 
-def native_masks(models: dict[str, ParcelToSegment], parcels: np.ndarray, shape: tuple[int, int]) -> dict[str, np.ndarray]:
+def native_masks(models: dict[str, ParcelToSegment], parcels: np.ndarray, shape: tuple[int, int],
+                 frames: np.ndarray | None = None) -> dict[str, np.ndarray]:
     """Each model's masks of work-size parcel maps (T, S, S) (`predict_targets`: `yields_to` applied), back at the
-    frames' `shape`: {target: bool (T, H, W)}."""
-    return {t: np.stack(masks_to_native(m, [shape] * len(parcels))) for t, m in predict_targets(models, parcels).items()}
+    frames' `shape`: {target: bool (T, H, W)}. `frames`: the work-size frames, for a `bright_cut`."""
+    return {t: np.stack(masks_to_native(m, [shape] * len(parcels)))
+            for t, m in predict_targets(models, parcels, frames).items()}
 
 
 def overlay_video(parcellator: Parcellator, models: dict[str, ParcelToSegment], record: Record, path: Any,
@@ -192,10 +195,11 @@ def overlay_video(parcellator: Parcellator, models: dict[str, ParcelToSegment], 
     frames = np.asarray(record.frames)
     frames = (frames[None] if frames.ndim == 2 else frames)[:max_frames]
     shape = frames.shape[1:]
-    parcels = parcellator(to_work(list(frames), parcellator.work_size))
+    work = to_work(list(frames), parcellator.work_size)
+    parcels = parcellator(work)
     native = np.stack([labels_to_native(p, shape) for p in parcels])
     fps = float(record.meta.get("FPS") or record.meta.get("fps") or 25.0)
-    return save_overlay_mp4(path, frames, native, fps=fps, masks=native_masks(models, parcels, shape))
+    return save_overlay_mp4(path, frames, native, fps=fps, masks=native_masks(models, parcels, shape, work))
 
 
 def mask_ef(ed_mask: np.ndarray, es_mask: np.ndarray) -> float:

@@ -45,10 +45,11 @@ class AlanMasks:
 
     def __call__(self, record: Record, frames: Sequence[int], cine: np.ndarray) -> np.ndarray:
         images = [np.asarray(cine[f]) for f in frames]
-        parcels = np.asarray(self.parcellator(to_work(images, self.parcellator.work_size)))
+        work = to_work(images, self.parcellator.work_size)
+        parcels = np.asarray(self.parcellator(work))
         pred = np.zeros(parcels.shape, dtype=bool)
         for m in self.models:
-            pred |= np.asarray(m.predict(parcels), dtype=bool)
+            pred |= np.asarray(m.predict(parcels, work), dtype=bool)
         return np.stack(masks_to_native(pred, [im.shape for im in images]))
 
     def config(self) -> dict[str, Any]:
