@@ -6,13 +6,14 @@ is a thin bright line between two dark pools) and keep the piece with the most l
 Each PHANTOM_DIR holds `echonet/` and `camus/` (as `alan synth echonet|camus DIR/echonet ...`
 write them). With the shipped backbone and head and the shipped rule (location prior, support
 0.05), the LV is fitted on EchoNet VAL, the LV and LA on CAMUS training, and scored on the test
-records. The cut: pixels of the work-size frame brighter than the P-th percentile of the fitting
-frames' pixels inside the target masks leave the mask; of the 4-connected pieces left, the one
-with the most location-prior mass is kept, grown back by one pixel, intersected with the mask and
-its holes filled. Prints work-size DICE ED / ES pooled over the folders, without the cut and per
-percentile; with `--relative A`, also at the level `ParcelToSegment(bright_cut=A)` learns (the
-median inside plus A of the way to the median of a 3-pixel ring around the masks), the option the
-shipped recipe uses (docs/downstream.md, "An image cue").
+records. The cut is the package's (`alan.downstream.parcel_to_segment.cut_bright`): pixels of the
+work-size frame brighter than a level leave the mask; of the 4-connected pieces left, the one with
+the most location-prior mass is kept, grown back by one pixel inside the mask, its holes filled.
+The level here is the P-th percentile of the fitting frames' pixels inside the target masks.
+Prints work-size DICE ED / ES pooled over the folders, without the cut and per percentile; with
+`--relative A`, also at the level `ParcelToSegment(bright_cut=A)` learns (the median inside plus
+A of the way to the median of a 3-pixel ring around the masks), the option the shipped recipe
+uses (docs/downstream.md, "An image cue").
 """
 
 from __future__ import annotations
@@ -21,9 +22,9 @@ import argparse
 from pathlib import Path
 
 import numpy as np
-from scipy import ndimage
 
 from alan.data import open_dataset
+from alan.downstream.parcel_to_segment import bright_level, cut_bright
 from alan.metrics import dice
 from alan.models.parcellator import Parcellator
 from alan.pipelines.protocol import scoring_sets
@@ -31,16 +32,6 @@ from alan.pipelines.segment import annotated_parcels, collect_annotated, fit_seg
 from alan.transforms.spatial import masks_to_work, to_work
 
 WORK = 112
-
-
-def bright_cut(mask: np.ndarray, image: np.ndarray, threshold: float, prior: np.ndarray) -> np.ndarray:
-    """`mask` (H, W) cut where `image` > `threshold`, reduced to its piece of most `prior` mass."""
-    lab, n = ndimage.label(mask & ~(image > threshold))
-    if n <= 1:
-        return mask
-    mass = ndimage.sum(prior, lab, np.arange(1, n + 1))
-    keep = ndimage.binary_dilation(lab == 1 + int(np.argmax(mass)), iterations=1)
-    return ndimage.binary_fill_holes(mask & keep)
 
 
 def main() -> None:
@@ -62,17 +53,15 @@ def main() -> None:
                                       cache=fit_cache)
                 fit_images, fit_masks = to_work(fit.images, WORK), masks_to_work(fit.masks, WORK)
                 blood = fit_images[fit_masks]
-                ring = np.stack([ndimage.binary_dilation(m, iterations=3) & ~m for m in fit_masks])
-                inside, outside = float(np.median(blood)), float(np.median(fit_images[ring]))
                 images, truth = to_work(test.images, WORK), masks_to_work(test.masks, WORK)
                 pred = model.predict(annotated_parcels(parcellator, test, test_cache))
                 prior = model.prior_at((WORK, WORK))
                 levels = {None: None, **{p: float(np.percentile(blood, p)) for p in args.percentiles},
-                          **{f"A={a:g}": inside + a * (outside - inside) for a in args.relative}}
+                          **{f"A={a:g}": bright_level(fit_images, fit_masks, a) for a in args.relative}}
                 for pct, thr in levels.items():
+                    masks = pred if thr is None else cut_bright(pred, images.astype(np.float32), thr, prior)
                     for i, phase in enumerate(test.phases):
-                        mask = pred[i] if thr is None or not pred[i].any() else bright_cut(pred[i], images[i], thr, prior)
-                        rows.setdefault((f"{fmt} {target}", pct, phase), []).append(float(dice(mask, truth[i])))
+                        rows.setdefault((f"{fmt} {target}", pct, phase), []).append(float(dice(masks[i], truth[i])))
     print("| cut at the P-th percentile of the target's pixels | EchoNet LV | CAMUS LV | CAMUS LA |")
     print("|---|---|---|---|")
     for pct in (None, *args.percentiles, *(f"A={a:g}" for a in args.relative)):

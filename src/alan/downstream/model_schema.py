@@ -237,10 +237,14 @@ def validate_model(doc: Any, hyper_names: Iterable[str] | None = None) -> list[s
     return problems
 
 
+def _positive(v: Any) -> bool:
+    return _is_number(v) and v > 0
+
+
 def _check_bright(doc: Mapping[str, Any], hyper: Mapping[str, Any]) -> list[str]:
     """``bright_level``: a finite number, present exactly when ``bright_cut`` is above 0."""
     cut = hyper.get("bright_cut", 0)
-    uses = _is_number(cut) and cut > 0
+    uses = _positive(cut)
     if "bright_level" not in doc:
         return [f"bright_level is missing: bright_cut {cut} needs the fitted intensity level"] if uses else []
     if not uses:
@@ -256,12 +260,12 @@ def _check_prior(doc: Mapping[str, Any], hyper: Mapping[str, Any]) -> list[str]:
     support = hyper.get("prior_support", 0)
     cut = hyper.get("bright_cut", 0)
     by_prior = hyper.get("component_by") == "prior"
-    uses = by_prior or (_is_number(support) and support > 0) or (_is_number(cut) and cut > 0)
+    uses = by_prior or _positive(support) or _positive(cut)
     if "location_prior" not in doc:
         if not uses:
             return []
-        why = ("component_by 'prior'" if by_prior else f"prior_support {support}" if _is_number(support)
-               and support > 0 else f"bright_cut {cut}")
+        why = ("component_by 'prior'" if by_prior
+               else f"prior_support {support}" if _positive(support) else f"bright_cut {cut}")
         return [f"location_prior is missing: {why} needs the fitted prior grid"]
     grid = doc["location_prior"]
     if not uses:

@@ -205,14 +205,11 @@ class ParcelToSegment(BaseEstimator):
             "n_overlapping": n_overlapping,
             "identified": identified,
         }
-        if not 0 <= self.prior_support <= 1:
-            raise ValueError(f"prior_support must be in [0, 1], got {self.prior_support}")
+        for name in ("prior_support", "yield_limit", "bright_cut"):
+            if not 0 <= getattr(self, name) <= 1:
+                raise ValueError(f"{name} must be in [0, 1], got {getattr(self, name)}")
         if self.target in self.yields_to:
             raise ValueError(f"a {self.target} model cannot yield to its own target")
-        if not 0.0 <= self.yield_limit <= 1.0:
-            raise ValueError(f"yield_limit must be in [0, 1], got {self.yield_limit}")
-        if not 0.0 <= self.bright_cut <= 1.0:
-            raise ValueError(f"bright_cut must be in [0, 1], got {self.bright_cut}")
         if self.bright_cut > 0:
             self.bright_level_ = bright_level(_as_frames(frames, parcels.shape, "fit"), masks, self.bright_cut)
         if self.uses_prior:
@@ -261,11 +258,12 @@ class ParcelToSegment(BaseEstimator):
         if parcels.size and parcels.max() >= self.n_parcels_:
             raise ValueError(f"parcel label {int(parcels.max())} >= n_parcels={self.n_parcels_} of this model")
         images = _as_frames(frames, parcels.shape, "predict") if self.bright_cut > 0 else None
+        prior = self.prior_at(parcels.shape[1:]) if images is not None else None
         out = np.zeros(parcels.shape, dtype=bool)
         for sl in _chunks(len(parcels)):
             out[sl] = self._predict_stack(parcels[sl])
             if images is not None:
-                out[sl] = cut_bright(out[sl], images[sl], self.bright_level_, self.prior_at(parcels.shape[1:]))
+                out[sl] = cut_bright(out[sl], images[sl], self.bright_level_, prior)
         return out[0] if raw.ndim == 2 else out
 
     def score(self, parcel_maps: Any, masks: Any) -> float:
@@ -495,7 +493,8 @@ def unmet_yields(models: Mapping[str, ParcelToSegment]) -> list[tuple[str, str]]
     return [(m.target, other) for m in models.values() for other in m.yields_to if other not in present]
 
 
-def predict_targets(models: Mapping[str, ParcelToSegment], parcel_maps: Any, frames: Any = None) -> dict[str, np.ndarray]:
+def predict_targets(models: Mapping[str, ParcelToSegment], parcel_maps: Any,
+                    frames: Any = None) -> dict[str, np.ndarray]:
     """Masks of several targets on the same parcel maps, {name: bool (N, H, W)}: each model's own
     mask (`ParcelToSegment.predict`), then, for every target a model `yields_to`, the pixels both
     own masks claim are removed from the yielding model's mask, or, in the frames where they are
@@ -531,8 +530,8 @@ def bright_level(frames: np.ndarray, masks: np.ndarray, fraction: float) -> floa
 def cut_bright(masks: np.ndarray, frames: np.ndarray, level: float, prior: np.ndarray) -> np.ndarray:
     """Masks (N,H,W) cut where `frames` > `level`: per frame the 4-connected piece left with the most
     `prior` mass (H,W), grown back by one pixel inside the mask, holes filled; a frame left in one
-    piece (or none) keeps its mask (see `bright_cut`). All frames at once, no links across frames, on the box around every
-    mask (plus a pixel: the holes and the growth stay what they are on the whole frame)."""
+    piece (or none) keeps its mask (see `bright_cut`). All frames at once, no links across frames,
+    on the box around every mask plus a pixel (so holes and growth are those of the whole frame)."""
     rows, cols = np.flatnonzero(masks.any(axis=(0, 2))), np.flatnonzero(masks.any(axis=(0, 1)))
     if not len(rows):
         return masks.copy()

@@ -180,19 +180,17 @@ def analyze_frames(record: Record, frames: np.ndarray, parcellator: Parcellator,
         cls, parcels = parcellator.cls_and_parcels(work, bank_features(knn), view_size=bank_input_size(knn))
     else:
         cls, parcels = None, parcellator(work)
-    return summarise(record, frames, parcels, parcellator, segmenters, knn, cls)
+    return summarise(record, frames, work, parcels, parcellator, segmenters, knn, cls)
 
 
-def summarise(record: Record, frames: np.ndarray, parcels: np.ndarray, parcellator: Parcellator,
+def summarise(record: Record, frames: np.ndarray, work: np.ndarray, parcels: np.ndarray, parcellator: Parcellator,
               segmenters: dict[str, ParcelToSegment], knn: WeightedKNN | None = None, cls: np.ndarray | None = None,
               timings: Timings | None = None) -> tuple[dict[str, Any], dict[str, np.ndarray], np.ndarray]:
-    """`analyze_frames` from the work-size parcel maps (T, S, S) (and CLS tokens (T, D) for `knn`)
-    of decoded frames (T, H, W)."""
+    """`analyze_frames` from the work-size frames (T, S, S) and their parcel maps (and CLS tokens
+    (T, D) for `knn`) of decoded frames (T, H, W)."""
     timings = timings or Timings()
     shape = frames.shape[1:]
     with timings("masks"):
-        work = (to_work(list(frames), parcellator.work_size)
-                if any(m.bright_cut > 0 for m in segmenters.values()) else None)
         masks = native_masks(segmenters, parcels, shape, work)
     with timings("summary"):
         summary = _summary(record, frames, masks, parcellator, segmenters, knn, cls)
@@ -510,16 +508,17 @@ def analyze_study(items: Sequence[Record | Failed], parcellator: Parcellator, se
     result = StudyResult(out=out, reused=len(done), timings=timings)
     rows: dict[int, dict[str, Any]] = {i: _row(s, f"records/{names[i]}") for i, s in done.items()}
     total = sum(int(r.n_frames or 1) for r in items if isinstance(r, Record))
-    decoded: dict[int, np.ndarray] = {}  # native frames of the records inside the backbone's batches
+    decoded: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # native and work frames of the records in the batches
     # Masks, numbers and files of a finished record are made by one writer thread while the
     # backbone runs the next batches; at most WRITER_QUEUE records wait for it.
     writer = ThreadPoolExecutor(max_workers=1, thread_name_prefix="alan-analyze-writer")
     queue: deque[tuple[int, Future]] = deque()
 
-    def finish(i: int, frames: np.ndarray, cls: Any, logits: Any) -> dict[str, Any]:
+    def finish(i: int, decoded_frames: tuple[np.ndarray, np.ndarray], cls: Any, logits: Any) -> dict[str, Any]:
+        frames, work = decoded_frames
         with timings("parcels"):
             parcels = parcellator.parcels_of_logits(logits, (parcellator.work_size, parcellator.work_size))
-        summary, masks, native = summarise(items[i], frames, parcels, parcellator, segmenters, knn,
+        summary, masks, native = summarise(items[i], frames, work, parcels, parcellator, segmenters, knn,
                                            cls.float().numpy() if knn is not None else None, timings)
         write_record(out / "records" / names[i], items[i], frames, summary, masks, native, timings)
         return summary
@@ -541,8 +540,8 @@ def analyze_study(items: Sequence[Record | Failed], parcellator: Parcellator, se
             if isinstance(got, Failed):
                 rows[i] = _failed_row(got)
                 continue
-            decoded[i], work = got
-            yield i, work
+            decoded[i] = got
+            yield i, got[1]
 
     # NumPy / SciPy / OpenCV BLAS threads on the small matrices of masks and snakes only spin and
     # contend with torch's threads (measured: 1.2 ms/frame with one thread, 3-18 with two);
