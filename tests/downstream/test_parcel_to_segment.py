@@ -839,6 +839,25 @@ def test_cut_bright_on_a_stack_equals_the_rule_frame_by_frame():
         np.testing.assert_array_equal(cut_bright(masks[8:], frames[8:], level, prior), want[8:])
 
 
+def test_label_planes_equals_scipy_labelling_of_each_plane():
+    """OpenCV on the frames stacked with a background row between them against `ndimage.label`
+    with a cross confined to the plane: the same labels in the same (raster) order, none across
+    frames, also with components touching the top and bottom rows and an empty frame."""
+    from alan.downstream.parcel_to_segment import label_planes
+
+    rng = np.random.default_rng(3)
+    plane = np.zeros((3, 3, 3), bool)
+    plane[1] = ndimage.generate_binary_structure(2, 1)
+    for density in (0.3, 0.55, 0.7):
+        mask = rng.random((12, 37, 29)) < density
+        mask[4] = False
+        mask[:, 0, :], mask[:, -1, :] = True, True  # would link frames if stacked without a gap
+        labels, n = label_planes(mask)
+        want, n_want = ndimage.label(mask, structure=plane)
+        assert n == n_want
+        np.testing.assert_array_equal(labels, want)
+
+
 def test_yields_to_json_is_validated(tmp_path):
     parcels = np.zeros((2, 8, 8), np.int64)
     parcels[:, 2:6, 2:6] = 1
