@@ -13,7 +13,9 @@ The level here is the P-th percentile of the fitting frames' pixels inside the t
 Prints work-size DICE ED / ES pooled over the folders, without the cut and per percentile; with
 `--relative A`, also at the level `ParcelToSegment(bright_cut=A)` learns (the median inside plus
 A of the way to the median of a 3-pixel ring around the masks), the option the shipped recipe
-uses (docs/downstream.md, "An image cue").
+uses (docs/downstream.md, "An image cue"). With `--against W`, also the LA fitted with
+`bright_cut=0.2, cut_against=("LV",), cut_against_weight=W` (the LV's prior, learnt from the
+same records' LV masks, counts against a piece), per W.
 """
 
 from __future__ import annotations
@@ -40,6 +42,8 @@ def main() -> None:
     ap.add_argument("--percentiles", nargs="*", type=float, default=[80, 85, 90])
     ap.add_argument("--relative", nargs="*", type=float, default=[],
                     help="also cut at median(inside) + A x (median(3-px ring outside) - median(inside)), per A")
+    ap.add_argument("--against", nargs="*", type=float, default=[],
+                    help="also the LA with the LV's prior against its pieces at this weight (A = 0.2), per W")
     args = ap.parse_args()
     parcellator = Parcellator.load()
     rows: dict[tuple[str, float | str | None, str], list[float]] = {}
@@ -58,13 +62,21 @@ def main() -> None:
                 prior = model.prior_at((WORK, WORK))
                 levels = {None: None, **{p: float(np.percentile(blood, p)) for p in args.percentiles},
                           **{f"A={a:g}": bright_level(fit_images, fit_masks, a) for a in args.relative}}
-                for pct, thr in levels.items():
-                    masks = pred if thr is None else cut_bright(pred, images.astype(np.float32), thr, prior)
+                cuts = {pct: pred if thr is None else cut_bright(pred, images.astype(np.float32), thr, prior)
+                        for pct, thr in levels.items()}
+                for w in args.against:
+                    against = (fit_segmenter(parcellator, fit, target, component_by="prior", prior_support=0.05,
+                                             bright_cut=0.2, cut_against=("LV",), cut_against_weight=w,
+                                             cache=fit_cache) if target == "LA" else model)
+                    cuts[f"A=0.2, LV against {w:g}"] = (against.predict(annotated_parcels(parcellator, test, test_cache),
+                                                                         images) if target == "LA" else cuts["A=0.2"])
+                for pct, masks in cuts.items():
                     for i, phase in enumerate(test.phases):
                         rows.setdefault((f"{fmt} {target}", pct, phase), []).append(float(dice(masks[i], truth[i])))
     print("| cut at the P-th percentile of the target's pixels | EchoNet LV | CAMUS LV | CAMUS LA |")
     print("|---|---|---|---|")
-    for pct in (None, *args.percentiles, *(f"A={a:g}" for a in args.relative)):
+    for pct in (None, *args.percentiles, *(f"A={a:g}" for a in args.relative),
+                *(f"A=0.2, LV against {w:g}" for w in args.against)):
         cells = [" / ".join(f"{np.mean(rows[(k, pct, ph)]):.2f}" for ph in ("ED", "ES"))
                  for k in ("echonet LV", "camus LV", "camus LA")]
         print(f"| {'none' if pct is None else pct if isinstance(pct, str) else f'{pct:g}'} | " + " | ".join(cells) + " |")

@@ -210,7 +210,9 @@ def test_segment_la_yielding_to_the_lv(setup, tmp_path):
     """`--yields-to LV` is kept in the LA model's JSON; `segment eval` of that model refuses to run
     without the LV model (one line naming it) and with `--with lv.json` scores exactly the API's
     `predict_targets` masks, for the LA and, given the LA (`--yield-limit` lets it take the LV's
-    pixels), for the LV; analyze refuses a model set that lacks a target yielded to."""
+    pixels), for the LV; analyze refuses a model set that lacks a target yielded to. `--bright-cut`
+    models: fitted with the frames, scored and analysed with them; `--cut-against LV` keeps the LV
+    masks' prior in the LA's JSON."""
     from alan.data import open_dataset
     from alan.downstream import ParcelToSegment
     from alan.downstream.parcel_to_segment import predict_targets
@@ -218,8 +220,9 @@ def test_segment_la_yielding_to_the_lv(setup, tmp_path):
     from alan.metrics import dice
     from alan.models.parcellator import Parcellator
     from alan.pipelines.analyze import check_segmenters
+    from alan.downstream.parcel_to_segment import location_prior
     from alan.pipelines.segment import collect_annotated
-    from alan.transforms.spatial import masks_to_native, to_work
+    from alan.transforms.spatial import masks_to_native, masks_to_work, to_work
 
     root, _, _ = setup
     camus = synthesize("camus", tmp_path / "camus", seed=5, size="small")
@@ -281,3 +284,12 @@ def test_segment_la_yielding_to_the_lv(setup, tmp_path):
     assert json.loads((folder / "summary.json").read_text())["lv_area_px"] == [int(m.sum()) for m in native]
     res = run(app, ["segment", "fit", *common, "--target", "LV", "--bright-cut", "2", "--out", str(tmp_path / "bad.json")])
     assert res.exit_code == 2 and "bright-cut" in res.output and not (tmp_path / "bad.json").exists()
+    res = run(app, ["segment", "fit", *common, "--split", "train", "--target", "LA", "--component-by", "prior",
+                    "--bright-cut", "0.2", "--cut-against", "LV", "--out", str(tmp_path / "la_cut.json")])
+    assert res.exit_code == 0, res.output
+    la_cut = json.loads((tmp_path / "la_cut.json").read_text())
+    lv_masks = masks_to_work(collect_annotated(open_dataset(camus).split("train"), "LV", images=False).masks, 112)
+    np.testing.assert_allclose(la_cut["against_priors"]["LV"], location_prior(lv_masks, 16), atol=1e-3)
+    for bad, hint in ((["--bright-cut", "0.2", "--cut-against", "LA"], "cut-against"), (["--cut-against", "LV"], "cut-against")):
+        res = run(app, ["segment", "fit", *common, "--target", "LA", *bad, "--out", str(tmp_path / "bad.json")])
+        assert res.exit_code == 2 and hint in res.output and not (tmp_path / "bad.json").exists()

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 import re
 
+import cv2
 import numpy as np
 import pytest
 from scipy import ndimage
@@ -808,6 +809,66 @@ def test_bright_cut_splits_the_mask_at_a_bright_line_and_keeps_the_piece_of_the_
     plain.to_json(tmp_path / "plain.json")
     assert "bright_level" not in json.loads((tmp_path / "plain.json").read_text())
     assert ParcelToSegment.from_json(tmp_path / "plain.json").bright_cut == 0.0
+
+
+def test_cut_against_keeps_the_piece_the_other_targets_prior_does_not_claim(tmp_path):
+    """An LA model whose mask spans the LV pool (top, larger) and the LA pool (bottom) split by a
+    bright line; the LA fitting masks lie at varied depths, so the LA prior puts more mass in the
+    LV's pool and the plain cut keeps the wrong piece. With `cut_against=("LV",)` the LV masks'
+    prior (their block means on the prior grid, restated here) weighs against it: the piece kept is
+    the argmax of sum(prior - w * LV prior) (restated per piece with scipy), the LA pool. Fit,
+    JSON and schema refuse what does not fit together."""
+    from scipy import ndimage
+
+    n, size, grid = 6, 40, 8
+    rng = np.random.default_rng(1)
+    lv = np.zeros((size, size), bool)
+    lv[2:20, 8:32] = True
+    la = np.zeros((size, size), bool)
+    la[21:30, 14:26] = True
+    frames = np.full((n, size, size), 150.0) + rng.normal(0, 5, (n, size, size))
+    frames[:, lv | la] = 30.0
+    frames[:, 20, 8:32] = 200.0
+    parcels = np.zeros((n, size, size), np.int64)
+    parcels[:, 1:31, 7:33] = 1
+    la_fit = np.zeros((n, size, size), bool)  # the LA seen at six depths, most of them shallow
+    for i, top in enumerate((8, 10, 12, 14, 16, 21)):
+        la_fit[i, top:top + 9, 14:26] = True
+    lv_fit = np.broadcast_to(lv, (3, size, size))
+    prov = {"backbone_hash": "b", "head_hash": "h"}
+    off = dict(n_parcels=2, overlap=0.5, hit_rate=0.1, presence=0.1, enclaves=False, closing=False, snake=False,
+               fill=False, component_by="prior", prior_size=grid, bright_cut=0.2)
+    plain = ParcelToSegment(target="LA", **off).fit(parcels, la_fit, provenance=prov, frames=frames).with_interior([1])
+    model = ParcelToSegment(target="LA", cut_against=("LV",), **off).fit(
+        parcels, la_fit, provenance=prov, frames=frames, against={"LV": lv_fit}).with_interior([1])
+    blocks = lv_fit.reshape(3, grid, size // grid, grid, size // grid).mean(axis=(0, 2, 4))
+    np.testing.assert_allclose(model.against_priors_["LV"], blocks, atol=1e-3)
+    truth = np.broadcast_to(la, parcels.shape)
+    assert dice(plain.predict(parcels, frames), truth).mean() < 0.1  # the LV's pool holds more LA prior
+    got = model.predict(parcels, frames)
+    field = model.prior_at((size, size)) - 0.5 * cv2.resize(blocks.astype(np.float32), (size, size),
+                                                              interpolation=cv2.INTER_LINEAR)
+    for whole, f, g in zip(parcels == 1, frames, got):  # the mask before the cut: the one class
+        pieces, k = ndimage.label(whole & ~(f > model.bright_level_))
+        best = 1 + int(np.argmax(ndimage.sum(field, pieces, np.arange(1, k + 1))))
+        np.testing.assert_array_equal(g, ndimage.binary_fill_holes(whole & ndimage.binary_dilation(pieces == best)))
+    assert dice(got, truth).mean() > 0.8  # the LA's pool, and the line pixels grown back onto it
+    model.to_json(tmp_path / "la.json")
+    doc = json.loads((tmp_path / "la.json").read_text())
+    assert doc["hyperparameters"]["cut_against"] == ["LV"] and len(doc["against_priors"]["LV"]) == grid
+    np.testing.assert_array_equal(ParcelToSegment.from_json(tmp_path / "la.json").predict(parcels, frames), got)
+    for bad, why in [({k: v for k, v in doc.items() if k != "against_priors"}, "against_priors holds"),
+                     ({**doc, "against_priors": {"LV": [[2.0]]}}, "against_priors.LV"),
+                     ({**doc, "hyperparameters": {**doc["hyperparameters"], "cut_against": ["LA"]}}, "own target"),
+                     ({**doc, "hyperparameters": {**doc["hyperparameters"], "bright_cut": 0.0}}, "needs bright_cut")]:
+        (tmp_path / "bad.json").write_text(json.dumps(bad))
+        with pytest.raises(ArtifactError, match=why):
+            ParcelToSegment.from_json(tmp_path / "bad.json")
+    with pytest.raises(ValueError, match="needs their masks"):
+        ParcelToSegment(target="LA", cut_against=("LV",), **off).fit(parcels, la_fit, provenance=prov, frames=frames)
+    with pytest.raises(ValueError, match="needs bright_cut"):
+        ParcelToSegment(target="LA", cut_against=("LV",), **{**off, "bright_cut": 0.0}).fit(
+            parcels, la_fit, provenance=prov, against={"LV": lv_fit})
 
 
 def test_cut_bright_on_a_stack_equals_the_rule_frame_by_frame():

@@ -89,7 +89,8 @@ def test_protocol_fits_and_scores_the_la_yielding_to_the_lv(phantoms, tmp_path):
     from alan.models.raptor import RaptorHead, load_head, save_head
     from alan.pipelines.protocol import ProtocolConfig, run_protocol, scoring_sets
     from alan.pipelines.segment import collect_annotated
-    from alan.transforms.spatial import masks_to_native, to_work
+    from alan.downstream.parcel_to_segment import location_prior
+    from alan.transforms.spatial import masks_to_native, masks_to_work, to_work
 
     digest = save_backbone(create_backbone("vit_tiny_p8_112"), tmp_path / "bb")
     save_head(RaptorHead(192, 8, position=1.0, grid=14), tmp_path / "head", backbone_hash=digest)
@@ -117,7 +118,8 @@ def test_protocol_fits_and_scores_the_la_yielding_to_the_lv(phantoms, tmp_path):
 def test_protocol_cuts_the_masks_at_bright_pixels_with_the_frames(phantoms, tmp_path):
     """`ProtocolConfig.bright_cut`: the models are fitted with the work-size frames (their JSON
     holds the learnt level) and scored with them, so the reported DICE is that of
-    `ParcelToSegment.predict(parcels, frames)` on the test frames."""
+    `ParcelToSegment.predict(parcels, frames)` on the test frames; `cut_against` gives the LA the
+    fitting split's LV prior, and names no target the protocol does not fit."""
     from alan.data import open_dataset
     from alan.downstream import ParcelToSegment
     from alan.metrics import dice
@@ -126,17 +128,22 @@ def test_protocol_cuts_the_masks_at_bright_pixels_with_the_frames(phantoms, tmp_
     from alan.models.raptor import RaptorHead, load_head, save_head
     from alan.pipelines.protocol import ProtocolConfig, run_protocol, scoring_sets
     from alan.pipelines.segment import collect_annotated
-    from alan.transforms.spatial import masks_to_native, to_work
+    from alan.downstream.parcel_to_segment import location_prior
+    from alan.transforms.spatial import masks_to_native, masks_to_work, to_work
 
     digest = save_backbone(create_backbone("vit_tiny_p8_112"), tmp_path / "bb")
     save_head(RaptorHead(192, 8, position=1.0, grid=14), tmp_path / "head", backbone_hash=digest)
     bb, head = load_backbone(tmp_path / "bb"), load_head(tmp_path / "head")
     res = run_protocol(bb, tmp_path / "out", echonet=None, camus=phantoms["camus"], tmed2=None, head=head,
                        config=ProtocolConfig(n_parcels=8, component_by="prior", bright_cut=0.2, progress=False,
-                                             camus_targets=("LV",)))
+                                             cut_against={"LA": ("LV",), "LV": ("RV",)}))
     model = ParcelToSegment.from_json(res["segment_models"]["camus_LV"])
     assert model.bright_cut == 0.2 and np.isfinite(model.bright_level_)
-    _, test, _ = scoring_sets(open_dataset(phantoms["camus"]), ("train",), ("test",))
+    assert model.cut_against == ()  # no RV among the targets
+    fit, test, _ = scoring_sets(open_dataset(phantoms["camus"]), ("train",), ("test",))
+    la = ParcelToSegment.from_json(res["segment_models"]["camus_LA"])
+    lv_masks = masks_to_work(collect_annotated(fit, "LV").masks, 112)
+    np.testing.assert_allclose(la.against_priors_["LV"], location_prior(lv_masks, la.prior_size), atol=1e-3)
     frames = collect_annotated(test, "LV")
     work = to_work(frames.images, 112)
     parcels = Parcellator(bb, head)(work)

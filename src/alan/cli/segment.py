@@ -65,6 +65,12 @@ def fit(
                                           "target's median intensity to its surroundings' (a shut valve is a bright "
                                           "line), keeping the piece the location prior points to; 0: off, the "
                                           "paper's. Beyond the paper."),
+    cut_against: list[str] = typer.Option([], "--cut-against",
+                                          help="With --bright-cut: another target whose location prior (learnt from its "
+                                               "masks on the same records) counts against a piece, e.g. --target LA "
+                                               "--cut-against LV; repeat for more. Beyond the paper."),
+    cut_against_weight: float = typer.Option(0.5, "--cut-against-weight", min=0.0,
+                                             help="How much the --cut-against priors count against this target's own."),
     batch_size: int = typer.Option(32, "--batch-size", min=1, help="Frames per backbone batch."),
     device: Device = "auto",
 ) -> None:
@@ -83,14 +89,18 @@ def fit(
         raise AlanError(f"--component-by must be one of {', '.join(COMPONENT_BY)}, got {component_by!r}")
     from alan.records import LABELS
 
-    if target in yields_to or len(set(yields_to)) != len(yields_to) or not set(yields_to) <= set(LABELS):
-        raise typer.BadParameter(f"must name distinct targets among {', '.join(LABELS)} other than --target {target}",
-                                 param_hint="--yields-to")
+    for name, given in (("--yields-to", yields_to), ("--cut-against", cut_against)):
+        if target in given or len(set(given)) != len(given) or not set(given) <= set(LABELS):
+            raise typer.BadParameter(f"must name distinct targets among {', '.join(LABELS)} other than --target {target}",
+                                     param_hint=name)
+    if cut_against and bright_cut <= 0:
+        raise typer.BadParameter("chooses among the bright cut's pieces: give --bright-cut too", param_hint="--cut-against")
     _, records = select_records(data, format, split)
     parcellator = load_parcellator(backbone, head, work_size, batch_size, device_option(device))
     model = fit_segmenter(parcellator, records, target, progress=True, overlap=overlap, hit_rate=hit_rate, presence=presence,
                           component_by=component_by, prior_support=prior_support, yields_to=tuple(yields_to),
-                          yield_limit=yield_limit, bright_cut=bright_cut)
+                          yield_limit=yield_limit, bright_cut=bright_cut, cut_against=tuple(cut_against),
+                          cut_against_weight=cut_against_weight)
     model.to_json(out)
     console.print(f"{target}: interior parcels {model.interior_parcels_} of K={model.n_parcels_} "
                   f"({model.stats_['n_images']} frames) -> {out}")

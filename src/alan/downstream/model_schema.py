@@ -24,7 +24,8 @@ from alan.downstream.parcel_to_segment import FORMAT, FORMAT_VERSION
 from alan.records import LABELS
 
 REQUIRED = ("format", "format_version", "target", "n_parcels", "interior_parcels", "provenance")
-OPTIONAL = ("note", "hyperparameters", "stats", "location_prior", "bright_level", "source", "picked_at", "picked_by")
+OPTIONAL = ("note", "hyperparameters", "stats", "location_prior", "bright_level", "against_priors", "source", "picked_at",
+            "picked_by")
 #: Free-text fields (who made the model and how, e.g. ``"source": "picked"`` from `alan pick`).
 TEXT_FIELDS = ("note", "source", "picked_at", "picked_by")
 #: Provenance keys a model must record: the locked artifacts its parcel ids belong to.
@@ -61,6 +62,8 @@ _HYPER_SPEC: dict[str, tuple[str, Any, Any]] = {
     "yields_to": ("targets", LABELS, None),
     "yield_limit": ("unit", 0.0, 1.0),
     "bright_cut": ("unit", 0.0, 1.0),
+    "cut_against": ("targets", LABELS, None),
+    "cut_against_weight": ("float", 0.0, None),
 }
 
 # per-parcel statistics: name -> (element kind, nullable)
@@ -213,8 +216,9 @@ def validate_model(doc: Any, hyper_names: Iterable[str] | None = None) -> list[s
         problems.append(f"hyperparameters.n_parcels = {hyper['n_parcels']} differs from n_parcels = {k}")
     if "target" in hyper and target in LABELS and hyper["target"] in LABELS and hyper["target"] != target:
         problems.append(f"hyperparameters.target = {hyper['target']!r} differs from target = {target!r}")
-    if isinstance(hyper.get("yields_to"), list) and target in hyper["yields_to"]:
-        problems.append(f"hyperparameters.yields_to names the model's own target {target!r}")
+    for name in ("yields_to", "cut_against"):
+        if isinstance(hyper.get(name), list) and target in hyper[name]:
+            problems.append(f"hyperparameters.{name} names the model's own target {target!r}")
 
     if "provenance" in doc:
         prov = doc["provenance"]
@@ -234,6 +238,7 @@ def validate_model(doc: Any, hyper_names: Iterable[str] | None = None) -> list[s
         problems += _check_stats(doc["stats"], k)
     problems += _check_prior(doc, hyper)
     problems += _check_bright(doc, hyper)
+    problems += _check_against(doc, hyper)
     return problems
 
 
@@ -267,19 +272,38 @@ def _check_prior(doc: Mapping[str, Any], hyper: Mapping[str, Any]) -> list[str]:
         why = ("component_by 'prior'" if by_prior
                else f"prior_support {support}" if _positive(support) else f"bright_cut {cut}")
         return [f"location_prior is missing: {why} needs the fitted prior grid"]
-    grid = doc["location_prior"]
     if not uses:
         return ["location_prior is given but neither component_by 'prior' nor a prior_support or bright_cut > 0 "
                 "uses it (it would be ignored)"]
+    return _grid_problems("location_prior", doc["location_prior"], hyper)
+
+
+def _check_against(doc: Mapping[str, Any], hyper: Mapping[str, Any]) -> list[str]:
+    """``against_priors``: {target: grid} for exactly the ``cut_against`` targets, which need a
+    ``bright_cut`` above 0."""
+    names = hyper.get("cut_against", [])
+    names = names if isinstance(names, list) else []
+    grids = doc.get("against_priors", {})
+    if names and not _positive(hyper.get("bright_cut", 0)):
+        return ["hyperparameters.cut_against needs bright_cut > 0 (it weighs the bright cut's pieces)"]
+    if not isinstance(grids, Mapping):
+        return ["against_priors must be an object {target: grid}"]
+    if set(grids) != set(names):
+        return [f"against_priors holds {sorted(grids)} but hyperparameters.cut_against names {sorted(names)}"]
+    return [p for t in names for p in _grid_problems(f"against_priors.{t}", grids[t], hyper)]
+
+
+def _grid_problems(name: str, grid: Any, hyper: Mapping[str, Any]) -> list[str]:
+    """Problems of a prior grid: square, numbers in [0, 1], `prior_size` on a side."""
     if not isinstance(grid, list) or not grid or not all(isinstance(r, list) for r in grid):
-        return ["location_prior must be a list of rows (a square grid of numbers in [0, 1])"]
+        return [f"{name} must be a list of rows (a square grid of numbers in [0, 1])"]
     n = len(grid)
     if any(len(r) != n for r in grid):
-        return [f"location_prior must be square: {n} rows of {n} numbers"]
+        return [f"{name} must be square: {n} rows of {n} numbers"]
     if not all(_is_number(v) and 0 <= v <= 1 for r in grid for v in r):
-        return ["location_prior entries must be numbers in [0, 1]"]
+        return [f"{name} entries must be numbers in [0, 1]"]
     if _is_int(hyper.get("prior_size")) and hyper["prior_size"] != n:
-        return [f"location_prior is {n} x {n} but hyperparameters.prior_size = {hyper['prior_size']}"]
+        return [f"{name} is {n} x {n} but hyperparameters.prior_size = {hyper['prior_size']}"]
     return []
 
 

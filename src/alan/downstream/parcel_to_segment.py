@@ -61,6 +61,7 @@ _HYPER = (
     "closing_radius",
     "snake", "snake_alpha", "snake_beta", "snake_gamma", "snake_max_num_iter", "snake_w_edge",
     "snake_sigma", "snake_method", "fill", "median_radius", "yields_to", "yield_limit", "bright_cut",
+    "cut_against", "cut_against_weight",
 )
 SNAKE_METHODS = ("batched", "skimage")
 
@@ -101,6 +102,12 @@ class ParcelToSegment(BaseEstimator):
     learnt in `fit` from the frames: the median intensity inside the fitting masks plus
     `bright_cut` times the way to the median of a 3-pixel ring around them (the wall), so it
     follows the data's own contrast; it is saved in the JSON as ``bright_level``.
+    `cut_against` (empty = off, beyond the paper) names other targets whose location priors count
+    against a piece in that choice: the piece kept is the one with the most mass of this target's
+    prior minus `cut_against_weight` times theirs (learnt in `fit` from their masks on the fitting
+    split, `against`; saved as ``against_priors``). Where the LA's mask runs up into the basal LV
+    and the valve cuts it in two, the LV's piece can hold more LA prior than the LA's own (the LA
+    lies at a different depth in every patient); the LV's prior tells the two apart.
     """
 
     def __init__(
@@ -132,6 +139,8 @@ class ParcelToSegment(BaseEstimator):
         yields_to: tuple[str, ...] = (),
         yield_limit: float = 1.0,
         bright_cut: float = 0.0,
+        cut_against: tuple[str, ...] = (),
+        cut_against_weight: float = 0.5,
     ):
         self.overlap = overlap
         self.hit_rate = hit_rate
@@ -160,12 +169,15 @@ class ParcelToSegment(BaseEstimator):
         self.yields_to = yields_to
         self.yield_limit = yield_limit
         self.bright_cut = bright_cut
+        self.cut_against = cut_against
+        self.cut_against_weight = cut_against_weight
 
     # ------------------------------------------------------------------ fit (identification)
     def fit(self, parcel_maps: Any, masks: Any, provenance: Mapping[str, Any] | None = None,
-            frames: Any = None) -> ParcelToSegment:
+            frames: Any = None, against: Mapping[str, Any] | None = None) -> ParcelToSegment:
         """Identify the interior parcel classes from parcel maps (N,H,W) and masks (N,H,W); `frames`
-        (N,H,W), the images of the parcel maps, are needed with a `bright_cut`."""
+        (N,H,W), the images of the parcel maps, are needed with a `bright_cut`; `against`
+        ({target: masks (M,H,W)}, any frames of the same size) with a `cut_against`."""
         parcels = _as_parcels(parcel_maps)
         masks = np.asarray(masks)
         if masks.ndim == 2:
@@ -210,6 +222,7 @@ class ParcelToSegment(BaseEstimator):
             raise ValueError(f"a {self.target} model cannot yield to its own target")
         if self.bright_cut > 0:
             self.bright_level_ = bright_level(_as_frames(frames, parcels.shape, "fit"), masks, self.bright_cut)
+        self.against_priors_ = self._against_priors(against, masks.shape[1:])
         if self.uses_prior:
             if int(self.prior_size) < 1:
                 raise ValueError(f"prior_size must be >= 1, got {self.prior_size}")
@@ -220,6 +233,37 @@ class ParcelToSegment(BaseEstimator):
         self.best_class_set_ = class_set_oracle(parcels, masks)[0]
         self._path: Path | None = None
         return self
+
+    def _against_priors(self, against: Mapping[str, Any] | None, shape: tuple[int, ...]) -> dict[str, np.ndarray]:
+        if not self.cut_against:
+            return {}
+        if self.bright_cut <= 0:
+            raise ValueError("cut_against chooses among the pieces of the bright cut: it needs bright_cut > 0")
+        if self.target in self.cut_against or len(set(self.cut_against)) != len(self.cut_against):
+            raise ValueError(f"cut_against must name distinct targets other than {self.target}, got {self.cut_against}")
+        if self.cut_against_weight < 0:
+            raise ValueError(f"cut_against_weight must be >= 0, got {self.cut_against_weight}")
+        missing = [t for t in self.cut_against if against is None or t not in against or not len(against[t])]
+        if missing:
+            raise ValueError(f"cut_against {', '.join(missing)} needs their masks on the fitting split (against=...)")
+        priors = {}
+        for t in self.cut_against:
+            m = np.asarray(against[t], dtype=bool)
+            m = m[None] if m.ndim == 2 else m
+            if m.shape[1:] != tuple(shape):
+                raise ValueError(f"{t} masks have frames of {m.shape[1:]}, the target's {tuple(shape)}")
+            priors[t] = _rounded(location_prior(m, int(self.prior_size)))
+        return priors
+
+    def cut_field(self, shape: tuple[int, int]) -> np.ndarray:
+        """What the bright cut's pieces are weighed by at `shape`: the location prior, less
+        `cut_against_weight` times the priors of the `cut_against` targets."""
+        field = self.prior_at(shape)
+        h, w = shape
+        for grid in self.against_priors_.values():
+            field = field - self.cut_against_weight * cv2.resize(np.asarray(grid, np.float32), (w, h),
+                                                                  interpolation=cv2.INTER_LINEAR)
+        return field
 
     @property
     def uses_prior(self) -> bool:
@@ -256,7 +300,7 @@ class ParcelToSegment(BaseEstimator):
         if parcels.size and parcels.max() >= self.n_parcels_:
             raise ValueError(f"parcel label {int(parcels.max())} >= n_parcels={self.n_parcels_} of this model")
         images = _as_frames(frames, parcels.shape, "predict") if self.bright_cut > 0 else None
-        prior = self.prior_at(parcels.shape[1:]) if images is not None else None
+        prior = self.cut_field(parcels.shape[1:]) if images is not None else None
         out = np.zeros(parcels.shape, dtype=bool)
         for sl in _chunks(len(parcels)):
             out[sl] = self._predict_stack(parcels[sl])
@@ -368,10 +412,13 @@ class ParcelToSegment(BaseEstimator):
                 "interior_parcels is what the model uses and may be edited by hand; "
                 "stats.identified is what fitting found (kept for the record)"
             ),
-            "hyperparameters": {name: getattr(self, name) for name in _HYPER} | {"yields_to": list(self.yields_to)},
+            "hyperparameters": {name: getattr(self, name) for name in _HYPER}
+            | {"yields_to": list(self.yields_to), "cut_against": list(self.cut_against)},
             "provenance": self.provenance_,
             **({"location_prior": _rounded(self.prior_).tolist()} if self.uses_prior else {}),
             **({"bright_level": float(self.bright_level_)} if self.bright_cut > 0 else {}),
+            **({"against_priors": {t: _rounded(g).tolist() for t, g in self.against_priors_.items()}}
+               if self.cut_against else {}),
             "stats": {
                 "n_images": int(stats["n_images"]),
                 "identified": [bool(b) for b in stats["identified"]],
@@ -421,12 +468,14 @@ class ParcelToSegment(BaseEstimator):
         hyper["target"] = doc["target"]
         hyper.setdefault("component_by", "regions")  # files written before the option counted regions
         hyper["yields_to"] = tuple(hyper.get("yields_to", ()))
+        hyper["cut_against"] = tuple(hyper.get("cut_against", ()))
         stats = doc.get("stats", {})
         interior = np.zeros(k, dtype=bool)
         interior[ids] = True
         prior = doc.get("location_prior")
         model = cls.from_interior(interior, doc["provenance"],
-                                  prior=None if prior is None else np.asarray(prior, dtype=np.float32), **hyper)
+                                  prior=None if prior is None else np.asarray(prior, dtype=np.float32),
+                                  against_priors=doc.get("against_priors"), **hyper)
         if model.bright_cut > 0:
             model.bright_level_ = float(doc["bright_level"])
 
@@ -450,9 +499,10 @@ class ParcelToSegment(BaseEstimator):
 
     @classmethod
     def from_interior(cls, interior: Any, provenance: Mapping[str, Any], *, prior: np.ndarray | None = None,
-                      **hyperparameters: Any) -> ParcelToSegment:
+                      against_priors: Mapping[str, Any] | None = None, **hyperparameters: Any) -> ParcelToSegment:
         """A model whose K booleans are given rather than fitted (an expert's choice, a picked
-        model), with no fitting statistics; `prior` is the location prior ``component_by="prior"`` needs."""
+        model), with no fitting statistics; `prior` is the location prior ``component_by="prior"`` needs,
+        `against_priors` ({target: grid}) those a `cut_against` needs."""
         interior = np.asarray(interior)
         if interior.ndim != 1 or interior.dtype != bool or len(interior) == 0:
             raise ValueError(f"interior must be K booleans, got {interior.dtype} of shape {interior.shape}")
@@ -465,6 +515,10 @@ class ParcelToSegment(BaseEstimator):
         model.interior_ = interior.copy()
         if prior is not None:
             model.prior_ = _rounded(np.asarray(prior))  # as fit keeps it: saved and reloaded, it cuts the same
+        against_priors = dict(against_priors or {})
+        if set(against_priors) != set(model.cut_against):
+            raise ValueError(f"cut_against {list(model.cut_against)} needs exactly their priors, got {list(against_priors)}")
+        model.against_priors_ = {t: _rounded(np.asarray(against_priors[t])) for t in model.cut_against}
         model.stats_ = {
             "n_images": 0,
             "presence": np.full(k, np.nan),

@@ -42,6 +42,8 @@ class ProtocolConfig:
     yields: dict[str, tuple[str, ...]] = field(default_factory=dict)  # target -> targets it gives way to (none: the paper's)
     yield_limit: float = 1.0  # the largest share of its mask a yielding target gives up (1: always yields)
     bright_cut: float = 0.0  # 0: the paper's; > 0: masks cut at bright pixels (the shut valve), see ParcelToSegment
+    cut_against: dict[str, tuple[str, ...]] = field(default_factory=dict)  # target -> priors against its cut pieces
+    cut_against_weight: float = 0.5
     view_features: str = "cls"  # the paper's CLS kNN; "grid": patch tokens on a 7 x 7 grid
     view_input_size: int | None = None  # frames for the view features (None: the backbone's own size)
     raptor_limit: int | None = None
@@ -63,16 +65,16 @@ class ProtocolConfig:
 #: the best k on those patients; the paper's recipe headlines k=10), and each mask is cut at
 #: pixels brighter than a fifth of the way from the blood's to the wall's intensity, keeping the
 #: piece the location prior points to (`bright_cut`: a shut valve is a bright line between the LV
-#: and the LA). Neither recipe lets the LA and LV give way to each other (`yields`,
+#: and the LA), for the LA less half the LV's prior (`cut_against`). Neither recipe lets the LA and LV give way to each other (`yields`,
 #: `yield_limit`): measured in docs/downstream.md, it helps on the built-in phantom's patients and
 #: costs the LA on another generator's.
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": {"raptor_position": 0.0, "raptor_input_size": None, "component_by": "parcels", "prior_support": 0.0,
-              "bright_cut": 0.0, "yields": {}, "yield_limit": 1.0, "view_features": "cls", "view_input_size": None,
-              "view_k": 10},
+              "bright_cut": 0.0, "cut_against": {}, "cut_against_weight": 0.5, "yields": {}, "yield_limit": 1.0,
+              "view_features": "cls", "view_input_size": None, "view_k": 10},
     "shipped": {"raptor_position": 1.0, "raptor_input_size": 224, "component_by": "prior", "prior_support": 0.05,
-                "bright_cut": 0.2, "yields": {}, "yield_limit": 1.0, "view_features": "grid", "view_input_size": 224,
-                "view_k": 2},
+                "bright_cut": 0.2, "cut_against": {"LA": ("LV",)}, "cut_against_weight": 0.5, "yields": {},
+                "yield_limit": 1.0, "view_features": "grid", "view_input_size": 224, "view_k": 2},
 }
 
 
@@ -179,11 +181,14 @@ def run_protocol(backbone: Any, out: Path, *, echonet: Path | None, camus: Path 
                 with timer.stage(f"parcel-to-segment {target} on {ds.format}"):
                     fit_frames = collect_annotated(fit_records, target, progress=config.progress)
                     yields_to = tuple(t for t in config.yields.get(target, ()) if t in targets)
+                    against = (tuple(t for t in config.cut_against.get(target, ()) if t in targets)
+                               if config.bright_cut > 0 else ())
                     model = fit_segmenter(parcellator, fit_frames, target, progress=config.progress,
                                           component_by=config.component_by,
                                           prior_support=config.prior_support, yields_to=yields_to,
                                           yield_limit=config.yield_limit if yields_to else 1.0,
-                                          bright_cut=config.bright_cut, cache=fit_cache)
+                                          bright_cut=config.bright_cut, cut_against=against,
+                                          cut_against_weight=config.cut_against_weight, cache=fit_cache)
                     baselines[target] = fit_baseline(fit_frames, target, config.work_size)
                     path = out / "models" / f"{ds.format}_{target}.json"
                     model.to_json(path)

@@ -41,11 +41,12 @@ class AnnotatedFrames:
     records: list[Record] = field(default_factory=list)
 
     def __len__(self) -> int:
-        return len(self.images)
+        return len(self.masks)
 
 
-def collect_annotated(records: list[Record], target: str, progress: bool = False) -> AnnotatedFrames:
-    """The ED and ES frames of `records` that carry a `target` mask (other annotated frames are ignored)."""
+def collect_annotated(records: list[Record], target: str, progress: bool = False, images: bool = True) -> AnnotatedFrames:
+    """The ED and ES frames of `records` that carry a `target` mask (other annotated frames are
+    ignored); with `images=False` their masks alone (no video is decoded)."""
     out = AnnotatedFrames()
     with Progress(disable=not progress, transient=True) as bar:
         task = bar.add_task(f"reading {target} frames", total=len(records))
@@ -59,11 +60,12 @@ def collect_annotated(records: list[Record], target: str, progress: bool = False
             for phase, idx in wanted.items():
                 if idx is None or target not in masks.get(idx, {}):
                     continue
-                if frames is None:
+                if frames is None and images:
                     frames = rec.frames
                 out.record_ids.append(rec.id)
                 out.phases.append(phase)
-                out.images.append(np.asarray(frames[idx]))
+                if images:
+                    out.images.append(np.asarray(frames[idx]))
                 out.masks.append(masks[idx][target].astype(bool))
                 out.records.append(rec)
     return out
@@ -107,13 +109,19 @@ def fit_segmenter(parcellator: Parcellator, records: list[Record] | AnnotatedFra
                   progress: bool = False, cache: dict[tuple[str, str], np.ndarray] | None = None,
                   **hyper: Any) -> ParcelToSegment:
     """Fit parcel-to-segment for `target` on the annotated ED/ES frames of `records` (or on frames
-    already collected with `collect_annotated`); `cache`: see `annotated_parcels`."""
+    already collected with `collect_annotated`); `cache`: see `annotated_parcels`. The masks of
+    the `cut_against` targets come from the same records."""
     frames = _annotated(records, target, progress)
     parcels = annotated_parcels(parcellator, frames, cache)
     masks = masks_to_work(frames.masks, parcellator.work_size)
     model = ParcelToSegment(target=target, n_parcels=int(parcellator.head.n_parcels), **hyper)
     images = to_work(frames.images, parcellator.work_size) if model.bright_cut > 0 else None
-    return model.fit(parcels, masks, provenance=parcellator.provenance, frames=images)
+    against = None
+    if model.cut_against:
+        recs = list({id(r): r for r in frames.records}.values())
+        against = {t: masks_to_work(_annotated(collect_annotated(recs, t, images=False), t, False).masks,
+                                    parcellator.work_size) for t in model.cut_against}
+    return model.fit(parcels, masks, provenance=parcellator.provenance, frames=images, against=against)
 
 
 @dataclass
