@@ -58,18 +58,18 @@ def main() -> None:
                 fit_images, fit_masks = to_work(fit.images, WORK), masks_to_work(fit.masks, WORK)
                 blood = fit_images[fit_masks]
                 images, truth = to_work(test.images, WORK), masks_to_work(test.masks, WORK)
-                pred = model.predict(annotated_parcels(parcellator, test, test_cache))
+                parcels = annotated_parcels(parcellator, test, test_cache)
+                pred = model.predict(parcels)
                 prior = model.prior_at((WORK, WORK))
                 levels = {None: None, **{p: float(np.percentile(blood, p)) for p in args.percentiles},
                           **{f"A={a:g}": bright_level(fit_images, fit_masks, a) for a in args.relative}}
                 cuts = {pct: pred if thr is None else cut_bright(pred, images.astype(np.float32), thr, prior)
                         for pct, thr in levels.items()}
-                for w in args.against:
-                    against = (fit_segmenter(parcellator, fit, target, component_by="prior", prior_support=0.05,
-                                             bright_cut=0.2, cut_against=("LV",), cut_against_weight=w,
-                                             cache=fit_cache) if target == "LA" else model)
-                    cuts[f"A=0.2, LV against {w:g}"] = (against.predict(annotated_parcels(parcellator, test, test_cache),
-                                                                         images) if target == "LA" else cuts["A=0.2"])
+                for w in args.against:  # the LV weighs nothing against its pieces: its rows are the A = 0.2 cut
+                    cut = fit_segmenter(parcellator, fit, target, component_by="prior", prior_support=0.05,
+                                        bright_cut=0.2, cut_against=("LV",) if target == "LA" else (),
+                                        cut_against_weight=w, cache=fit_cache)
+                    cuts[f"A=0.2, LV against {w:g}"] = cut.predict(parcels, images)
                 for pct, masks in cuts.items():
                     for i, phase in enumerate(test.phases):
                         rows.setdefault((f"{fmt} {target}", pct, phase), []).append(float(dice(masks[i], truth[i])))

@@ -65,8 +65,8 @@ class ProtocolConfig:
 #: the best k on those patients; the paper's recipe headlines k=10), and each mask is cut at
 #: pixels brighter than a fifth of the way from the blood's to the wall's intensity, keeping the
 #: piece the location prior points to (`bright_cut`: a shut valve is a bright line between the LV
-#: and the LA), for the LA less half the LV's prior (`cut_against`). Neither recipe lets the LA and LV give way to each other (`yields`,
-#: `yield_limit`): measured in docs/downstream.md, it helps on the built-in phantom's patients and
+#: and the LA), for the LA less half the LV's prior (`cut_against`). Neither recipe lets the LA
+#: and LV give way to each other (`yields`, `yield_limit`): measured in docs/downstream.md, it helps on the built-in phantom's patients and
 #: costs the LA on another generator's.
 RECIPES: dict[str, dict[str, Any]] = {
     "paper": {"raptor_position": 0.0, "raptor_input_size": None, "component_by": "parcels", "prior_support": 0.0,
