@@ -133,3 +133,65 @@ def test_unknown_arch_and_bad_stats():
 def test_config_from_dict_ignores_artifact_keys():
     c = BackboneConfig(arch="vit_micro_p8_64", img_size=64, patch_size=8, embed_dim=64)
     assert BackboneConfig.from_dict({**c.to_dict(), "hash": "abc"}) == c
+
+
+def _sector_frames(n: int = 3, size: int = 64, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[:size, :size]
+    frames = np.clip(rng.gamma(2.0, 30.0, (n, size, size)), 2, 255).astype(np.uint8)
+    frames[:, np.hypot(yy - size / 2, xx - size / 2) >= size / 2 - 1] = 0
+    return frames
+
+
+def test_a_gray_reference_matches_each_frame_before_standardising(micro, tmp_path):
+    from alan.models.backbones import with_gray_reference
+    from alan.transforms.intensity import gray_histogram, gray_reference, match_gray
+
+    micro.hash = save_backbone(micro, tmp_path / "plain")
+    ref = gray_reference(gray_histogram(_sector_frames(seed=1)))
+    matched = with_gray_reference(micro, ref, data=["somewhere"])
+    frames = torch.from_numpy(_sector_frames(2, 40))
+    resized = F.interpolate(frames[:, None].float() / 255, size=(64, 64), mode="bilinear", antialias=True, align_corners=False)
+    torch.testing.assert_close(matched.prepare(frames), ((match_gray(resized, ref) - 0.3) / 0.2).expand(-1, 3, -1, -1))
+    # a brighter scanner setting of the same frames (gamma 0.5) reaches the ViT nearly unchanged
+    # (not exactly: the resize, before the matching, does not commute with the gamma curve)
+    bright = torch.from_numpy(np.where(_sector_frames(2, 40) > 1, np.round(255 * (_sector_frames(2, 40) / 255) ** 0.5), 0).astype(np.uint8))
+    assert (matched.prepare(bright) - matched.prepare(frames)).abs().mean() < 0.1
+    assert (micro.prepare(bright) - micro.prepare(frames)).abs().mean() > 0.5
+    # the copy keeps the weights, records where it came from, and round-trips with a new hash
+    assert all(torch.equal(v, matched.vit.state_dict()[k]) for k, v in micro.vit.state_dict().items())
+    assert matched.config.meta["gray_match"] == {"from": micro.hash, "data": ["somewhere"]}
+    h = save_backbone(matched, tmp_path / "matched")
+    loaded = load_backbone(tmp_path / "matched")
+    assert h != micro.hash and loaded.config.gray_reference == ref
+    torch.testing.assert_close(loaded.prepare(frames), matched.prepare(frames))
+    # an artifact without a reference writes no key for it (earlier artifacts keep their hash)
+    assert "gray_reference" not in json.loads((tmp_path / "plain" / "config.json").read_text())
+    with pytest.raises(AlanError, match="non-decreasing"):
+        with_gray_reference(micro, ref[::-1])
+    with pytest.raises(AlanError, match="257"):
+        with_gray_reference(micro, ref[:10])
+
+
+def test_cli_gray_match_takes_the_reference_from_the_training_frames(micro, tmp_path, run_cli):
+    from tests.data.fixtures import write_echonet
+
+    from alan.data import open_dataset
+    from alan.transforms.intensity import gray_histogram, gray_reference
+    from alan.transforms.spatial import resize_uint8
+
+    videos = [dict(name=f"V{i}", frames=_sector_frames(4, 48, seed=i), split=s)
+              for i, s in enumerate(["TRAIN", "TRAIN", "VAL"])]
+    root = write_echonet(tmp_path / "echonet", videos)
+    save_backbone(micro, tmp_path / "bb")
+    r = run_cli("backbone", "gray-match", str(tmp_path / "bb"), "--data", str(root), "--out", str(tmp_path / "bbm"))
+    assert r.returncode == 0 and f"weights of {micro.hash}" in r.stdout and "2 records" in r.stdout, r.stderr
+    train = [rec for rec in open_dataset(root, "echonet") if rec.split.upper() == "TRAIN"]
+    hist = sum(gray_histogram(resize_uint8(np.asarray(rec.frames), 64)) for rec in train)
+    loaded = load_backbone(tmp_path / "bbm")
+    np.testing.assert_allclose(loaded.config.gray_reference, gray_reference(hist), atol=1e-7)
+    assert loaded.config.meta["gray_match"]["from"] == micro.hash and "gray-match" in loaded.config.command
+    assert "matched to" in run_cli("backbone", "info", str(tmp_path / "bbm")).stdout
+    # a split with no records: one line, exit 2, nothing written
+    r = run_cli("backbone", "gray-match", str(tmp_path / "bb"), "--data", str(root), "--split", "test", "--out", str(tmp_path / "no"))
+    assert r.returncode == 2 and "no records" in r.stderr and not (tmp_path / "no").exists()

@@ -281,3 +281,28 @@ def test_input_size_copy_keeps_the_weights_and_records_where_it_came_from(tmp_pa
     (tmp_path / "mine" / "notes.txt").write_text("keep me")
     res = run_cli("raptor", "input-size", "--head", str(tmp_path / "h"), "--size", "96", "--out", str(tmp_path / "mine"))
     assert res.returncode == 2 and (tmp_path / "mine" / "notes.txt").read_text() == "keep me"
+
+
+def test_rebind_follows_a_gray_matched_copy_of_the_backbone_only(tmp_path, run_cli):
+    from alan.models.backbones import create_backbone, load_backbone, save_backbone, with_gray_reference
+    from alan.transforms.intensity import REFERENCE_POINTS
+
+    torch.manual_seed(0)
+    bb = create_backbone("vit_micro_p8_64")
+    save_backbone(bb, tmp_path / "bb")
+    matched = with_gray_reference(bb, list(np.linspace(0.01, 1, REFERENCE_POINTS)))
+    save_backbone(matched, tmp_path / "bb_matched")
+    head = RaptorHead(bb.embed_dim, 3, position=1.0, grid=8).eval()
+    save_head(head, tmp_path / "h", backbone_hash=bb.hash, meta={"backbone_arch": "vit_micro_p8_64"})
+    res = run_cli("raptor", "rebind", "--head", str(tmp_path / "h"), "--backbone", str(tmp_path / "bb_matched"),
+                  "--out", str(tmp_path / "h2"))
+    assert res.returncode == 0 and head.hash in res.stdout, res.stderr
+    copy = load_head(tmp_path / "h2", load_backbone(tmp_path / "bb_matched"))
+    assert copy.config["backbone_hash"] == matched.hash and copy.config["meta"]["rebound_from"] == head.hash
+    assert all(torch.equal(v, copy.state_dict()[k]) for k, v in head.state_dict().items())
+    # any other backbone is refused, and nothing is written
+    other = create_backbone("vit_micro_p8_64")
+    save_backbone(other, tmp_path / "other")
+    res = run_cli("raptor", "rebind", "--head", str(tmp_path / "h"), "--backbone", str(tmp_path / "other"),
+                  "--out", str(tmp_path / "bad"))
+    assert res.returncode == 2 and "not a gray-matched copy" in res.stderr and not (tmp_path / "bad").exists()

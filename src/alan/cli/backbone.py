@@ -1,10 +1,11 @@
-"""`alan backbone`: import, create and inspect locked ViT backbones."""
+"""`alan backbone`: import, create, gray-match and inspect locked ViT backbones."""
 
 from __future__ import annotations
 
 import json
 import shlex
 import sys
+from dataclasses import replace
 from pathlib import Path
 
 import typer
@@ -37,8 +38,6 @@ def import_(
 
         alan backbone import dino_deitsmall8_pretrain.pth --arch vit_small_p8_224 --out bb/imagenet
     """
-    from dataclasses import replace
-
     from alan.errors import AlanError
     from alan.models.backbones import save_backbone
     from alan.models.weights import import_backbone
@@ -74,6 +73,44 @@ def random_(
     typer.echo(f"backbone {save_backbone(bb, out)} ({arch}, random init, seed {seed}) -> {out}")
 
 
+@backbone_app.command("gray-match")
+def gray_match(
+    backbone: Path = typer.Argument(..., help="Backbone artifact folder (or a run folder holding backbone/)."),
+    data: list[Path] = typer.Option(..., "--data", help="The dataset the backbone was trained on (repeat for several)."),
+    out: Path = out_dir("Artifact folder to write."),
+    format: str = typer.Option("auto", "--format", help="Dataset format (auto detects it)."),
+    split: str = typer.Option("train", "--split", help="Split(s) whose frames give the reference, or 'all'."),
+    max_records: int = typer.Option(None, "--max-records", min=1, help="Evenly spaced records per dataset (default: all)."),
+) -> None:
+    """Copy a backbone that histogram-matches every frame to its training frames' gray levels.
+
+    Beyond the papers: the reference is the distribution of the in-sector gray levels of the
+    frames of --data (at the backbone's size); at inference each frame's gray levels are mapped
+    onto it by rank, so a change of gain, gamma or compression reaches the ViT as no change.
+    The weights are unchanged. A head trained on the source backbone follows it with
+    `alan raptor rebind`. Example:
+
+        alan backbone gray-match runs/dino --data data/echonet --out bb/dino_matched
+    """
+    import numpy as np
+
+    from alan.cli._options import select_records
+    from alan.data.frames import FrameDataset
+    from alan.models.backbones import load_backbone, save_backbone, with_gray_reference
+    from alan.transforms.intensity import gray_reference
+
+    bb = load_backbone(backbone)
+    hist, n_records = np.zeros(256, np.int64), 0
+    for path in data:
+        _, records = select_records(path, format, split)
+        hist += FrameDataset(records, size=bb.config.img_size).gray_histogram(max_records)
+        n_records += len(records) if max_records is None else min(max_records, len(records))
+    copy = with_gray_reference(bb, gray_reference(hist), data=[str(p) for p in data], split=split, records=n_records)
+    copy.config = replace(copy.config, command=_command())
+    digest = save_backbone(copy, out)
+    typer.echo(f"backbone {digest} (weights of {bb.hash}, gray reference of {n_records} records) -> {out}")
+
+
 @backbone_app.command("info")
 def info(path: Path = typer.Argument(..., help="Backbone artifact folder (or a run folder holding backbone/)."),
          as_json: bool = typer.Option(False, "--json", help="Print the whole config as JSON.")) -> None:
@@ -93,6 +130,7 @@ def info(path: Path = typer.Argument(..., help="Backbone artifact folder (or a r
     c = bb.config
     typer.echo(f"hash      {bb.hash}\narch      {c.arch} ({c.img_size}px, patch {c.patch_size}, {bb.grid}x{bb.grid} tokens, "
                f"dim {c.embed_dim})\nmean/std  {[round(v, 4) for v in c.mean]} / {[round(v, 4) for v in c.std]}\n"
+               f"gray ref  {'matched to ' + str(c.meta.get('gray_match', {}).get('data', '?')) if c.gray_reference else '-'}\n"
                f"source    {c.source}\ndata      {c.data_fingerprint or '-'}\ncommand   {c.command or '-'}")
 
 

@@ -114,6 +114,25 @@ def input_size(
     typer.echo(f"head {new.hash} (from {new.config['meta']['input_size_from']}, frames at {size} px) -> {out}")
 
 
+@raptor_app.command("rebind")
+def rebind(
+    head: Path = typer.Option(..., "--head", help="RAPTOR head artifact or raptor run folder."),
+    backbone: Path = typer.Option(..., "--backbone", help="A gray-matched copy of the head's backbone (`alan backbone gray-match`)."),
+    out: Path = out_dir("Output folder for the new head artifact."),
+) -> None:
+    """Copy a head to follow a gray-matched copy of its backbone (the weights are unchanged).
+
+    Example:
+
+        alan raptor rebind --head runs/raptor --backbone bb/dino_matched --out heads/raptor_matched
+    """
+    from alan.models.backbones import load_backbone
+    from alan.models.raptor import rebind as rebind_head
+
+    new = rebind_head(head, load_backbone(backbone), out)
+    typer.echo(f"head {new.hash} (from {new.config['meta']['rebound_from']}, on backbone {new.config['backbone_hash']}) -> {out}")
+
+
 def register(app: typer.Typer) -> None:
     """Add this module's commands to the main app."""
     app.add_typer(raptor_app, name="raptor")

@@ -26,7 +26,7 @@ from torch.utils.data import DataLoader, Sampler
 
 from alan.errors import DataError
 from alan.records import Record
-from alan.transforms.intensity import to_uint8
+from alan.transforms.intensity import gray_histogram, to_uint8
 from alan.transforms.spatial import resize_uint8 as resize_frames
 
 
@@ -94,16 +94,28 @@ class FrameDataset(torch.utils.data.Dataset):
         r, t = self.locate(int(index))
         return torch.from_numpy(np.ascontiguousarray(self.video(r)[t]))[None], int(index)
 
+    def gray_histogram(self, max_records: int | None = None) -> np.ndarray:
+        """Counts of the 256 gray levels of the (resized, uint8) frames; `max_records` as in `mean_std`."""
+        hist = np.zeros(256, np.int64)
+        for r in self._sample(max_records):
+            hist += gray_histogram(self.video(int(r)))
+        if hist.sum() == 0:
+            raise DataError(None, "no frames to take a gray histogram from")
+        return hist
+
+    def _sample(self, max_records: int | None) -> np.ndarray:
+        order = np.arange(len(self.records))
+        if max_records is not None and max_records < len(order):
+            order = np.unique(np.linspace(0, len(order) - 1, max_records).round().astype(int))
+        return order
+
     def mean_std(self, max_records: int | None = None) -> tuple[float, float]:
         """Mean and std of the (resized, uint8/255) pixel values over all frames.
 
         One channel (gray); `max_records` limits the pass to evenly spaced records.
         """
-        order = np.arange(len(self.records))
-        if max_records is not None and max_records < len(order):
-            order = np.unique(np.linspace(0, len(order) - 1, max_records).round().astype(int))
         s = s2 = n = 0.0
-        for r in order:
+        for r in self._sample(max_records):
             v = self.video(int(r)).astype(np.float64) / 255.0
             s += v.sum()
             s2 += np.square(v).sum()

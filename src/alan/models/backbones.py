@@ -30,6 +30,7 @@ from torch import nn
 from alan.artifacts import bundled_artifact, load_artifact, save_artifact
 from alan.errors import AlanError, ArtifactError
 from alan.models.registry import IMAGENET_MEAN, IMAGENET_STD, ViTConfig, get_arch, list_archs, token_grid
+from alan.transforms.intensity import REFERENCE_POINTS, match_gray
 
 
 #: name -> `ViTConfig` of every registered backbone architecture.
@@ -57,9 +58,13 @@ class BackboneConfig:
     meta: dict[str, Any] = field(default_factory=dict)
     data_fingerprint: str = ""
     command: str = ""
+    gray_reference: list[float] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
-        return {"kind": "backbone", **asdict(self)}
+        d = asdict(self)
+        if not d["gray_reference"]:  # absent rather than empty: artifacts without one keep their hash
+            del d["gray_reference"]
+        return {"kind": "backbone", **d}
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> BackboneConfig:
@@ -85,7 +90,7 @@ def create_vit(arch: str, drop_path_rate: float = 0.0, dynamic_img_size: bool = 
 
 
 class Backbone(nn.Module):
-    """A ViT plus the input convention it was trained with (size, channels, mean/std)."""
+    """A ViT plus the input convention it was trained with (size, channels, gray reference, mean/std)."""
 
     def __init__(self, config: BackboneConfig, vit: nn.Module | None = None):
         super().__init__()
@@ -93,6 +98,7 @@ class Backbone(nn.Module):
         self.vit = vit if vit is not None else create_vit(config.arch, config.drop_path_rate, dynamic_img_size=True)
         self.register_buffer("mean", torch.tensor(config.mean, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
         self.register_buffer("std", torch.tensor(config.std, dtype=torch.float32).view(1, 3, 1, 1), persistent=False)
+        self.register_buffer("gray_reference", torch.tensor(config.gray_reference, dtype=torch.float32), persistent=False)
         self.hash: str | None = None
 
     @property
@@ -111,7 +117,8 @@ class Backbone(nn.Module):
         """(N, H, W) or (N, C, H, W), uint8 or float in [0, 1] -> standardised (N, 3, S, S) float.
 
         S is `size` (a multiple of the patch size; the position embeddings are resampled to its
-        grid) or, by default, the size the ViT was trained at."""
+        grid) or, by default, the size the ViT was trained at. With a gray reference, each resized
+        gray frame is histogram-matched to it first (`match_gray`)."""
         x = torch.as_tensor(frames)
         if x.dtype == torch.uint8:
             x = x.float() / 255.0
@@ -120,9 +127,13 @@ class Backbone(nn.Module):
             x = x[:, None]
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
+        elif len(self.gray_reference) and x.shape[1] == 3:
+            x = x.mean(1, keepdim=True).expand(-1, 3, -1, -1)
         s = self.grid_at(size) * self.config.patch_size
         if x.shape[-2:] != (s, s):
             x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
+        if len(self.gray_reference):
+            x = match_gray(x[:, :1], self.gray_reference).expand(-1, 3, -1, -1)
         return (x - self.mean) / self.std
 
     def forward_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -151,6 +162,20 @@ def gray_stats(mean: float | Sequence[float], std: float | Sequence[float]) -> t
     if len(m) != 3 or len(s) != 3 or min(s) <= 0:
         raise AlanError(f"mean/std must be one or three values with std > 0, got {m} / {s}")
     return m, s
+
+
+def with_gray_reference(backbone: Backbone, reference: Sequence[float], **meta: Any) -> Backbone:
+    """A copy of `backbone` (same weights) that histogram-matches every frame to `reference`
+    (`alan.transforms.intensity.gray_reference`); ``meta.gray_match`` records the source
+    backbone's hash (``from``) and `meta` (e.g. the data the reference was taken from)."""
+    ref = [float(v) for v in reference]
+    if len(ref) != REFERENCE_POINTS or any(b < a for a, b in zip(ref, ref[1:])) or ref[0] < 0 or ref[-1] > 1:
+        raise AlanError(f"a gray reference is {REFERENCE_POINTS} non-decreasing values in [0, 1], got {len(ref)} values")
+    config = replace(backbone.config, gray_reference=ref,
+                     meta={**backbone.config.meta, "gray_match": {"from": backbone.hash, **meta}})
+    copy = Backbone(config)
+    copy.vit.load_state_dict(backbone.vit.state_dict(), strict=True)
+    return copy.eval().requires_grad_(False)
 
 
 def save_backbone(backbone: Backbone, out_dir: str | Path, meta: dict[str, Any] | None = None) -> str:

@@ -233,6 +233,25 @@ def set_input_size(path: str | Path, input_size: int | None, out_dir: str | Path
     return copy.eval()
 
 
+def rebind(path: str | Path, backbone: Any, out_dir: str | Path) -> RaptorHead:
+    """Save a copy of the head at `path` to `out_dir`, bound to `backbone`: a gray-matched copy
+    (`alan backbone gray-match`) of the backbone the head was trained on, same weights. Refuses
+    any other backbone; the source head's hash is kept in ``meta.rebound_from``."""
+    head = load_head(path)
+    config = head.config
+    source = getattr(backbone, "config", None)
+    origin = (source.meta.get("gray_match", {}).get("from") if source is not None else None)
+    if origin is None or origin != config.get("backbone_hash"):
+        raise ArtifactError(f"{resolve_head_dir(path)}: head was trained on backbone {config.get('backbone_hash')}; "
+                            f"{getattr(backbone, 'hash', None)} is not a gray-matched copy of it")
+    copy = RaptorHead(head.embed_dim, head.n_parcels, head.dropout, position=head.position, grid=head.grid,
+                      input_size=head.input_size)
+    copy.load_state_dict(head.state_dict(), strict=True)
+    save_head(copy, out_dir, backbone_hash=backbone.hash, loss=config.get("loss"), training=config.get("training"),
+              meta={**config.get("meta", {}), "rebound_from": config["hash"]}, run_info=config.get("run_info"))
+    return copy.eval()
+
+
 def resolve_head_dir(path: str | Path) -> Path:
     """An artifact folder, or a ``raptor train`` run folder holding one in ``head/``."""
     path = Path(path)

@@ -1,12 +1,16 @@
 """Intensity transforms: one definition of how a frame's gray levels become model input.
 
 Used by training (DINO frames, RAPTOR clips) and inference (`alan.models.parcellator`) alike, so
-a frame of a video reaches the backbone as the same tensor in both.
+a frame of a video reaches the backbone as the same tensor in both. `match_gray` maps a frame's
+gray levels onto a backbone's stored reference (`gray_reference`, see `BackboneConfig`).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import numpy as np
+import torch
 
 #: Percentiles between which frames that are neither uint8 nor in [0, 1] (MR intensities) are scaled.
 PERCENTILES = (0.5, 99.5)
@@ -42,3 +46,58 @@ def scale_by_percentile(frames: np.ndarray, percentile: float = 99.5) -> np.ndar
     if hi <= lo:
         hi = float(x.max()) if x.size and x.max() > lo else lo + 1.0
     return np.clip((x - lo) / (hi - lo), 0.0, 1.0)
+
+
+#: Gray levels (of 255) at or below which a pixel counts as outside the imaged sector: echo
+#: scanners and the public datasets write the area outside the fan as black.
+OUTSIDE_LEVEL = 1
+
+#: Points of a stored gray reference: its quantile function at 0, 1/256, ..., 1.
+REFERENCE_POINTS = 257
+
+
+def gray_histogram(frames: np.ndarray) -> np.ndarray:
+    """Counts of the 256 gray levels of a stack (uint8, or float in [0, 1] rounded to levels)."""
+    levels = np.asarray(frames) if np.asarray(frames).dtype == np.uint8 else to_uint8(np.clip(frames, 0, 1))
+    return np.bincount(levels.ravel(), minlength=256).astype(np.int64)
+
+
+def gray_reference(histogram: np.ndarray, points: int = REFERENCE_POINTS) -> list[float]:
+    """The quantile function (in [0, 1], at `points` even steps) of the in-sector gray levels that
+    `histogram` (256 counts) counts: the inverse of the mid-rank CDF that `match_gray` uses, so a
+    frame with exactly this histogram is matched to itself."""
+    h = np.asarray(histogram, dtype=np.float64).copy()
+    if h.shape != (256,):
+        raise ValueError(f"a gray histogram has 256 counts, got shape {h.shape}")
+    h[: OUTSIDE_LEVEL + 1] = 0
+    if h.sum() <= 0:
+        raise ValueError(f"no pixel above gray level {OUTSIDE_LEVEL}: nothing to take a gray reference from")
+    cdf = (np.cumsum(h) - 0.5 * h) / h.sum()
+    used = np.flatnonzero(h)
+    q = np.interp(np.linspace(0.0, 1.0, points), cdf[used], used.astype(np.float64))
+    return [float(v) / 255.0 for v in q]
+
+
+def match_gray(frames: torch.Tensor, reference: Sequence[float] | torch.Tensor) -> torch.Tensor:
+    """Histogram matching of each frame's in-sector pixels to a stored gray reference.
+
+    (N, H, W) or (N, 1, H, W) float in [0, 1] -> the same shape. A pixel's gray level is replaced
+    by the reference quantile at the pixel's mid-rank within its own frame; pixels at or below
+    `OUTSIDE_LEVEL` keep their value. Any monotone change of the gray scale (gain, gamma, log
+    compression) gives the same output, so a backbone sees frames of another scanner setting as
+    it saw its training frames. Levels are those of 8-bit video (the input is rounded to 1/255).
+    """
+    x = torch.as_tensor(frames)
+    ref = torch.as_tensor(reference, dtype=torch.float32, device=x.device)
+    n = x.shape[0]
+    levels = (x.float().clamp(0, 1) * 255.0).round().long().reshape(n, -1)
+    hist = torch.zeros(n, 256, device=x.device).scatter_add_(1, levels, torch.ones_like(levels, dtype=torch.float32))
+    hist[:, : OUTSIDE_LEVEL + 1] = 0
+    cdf = (hist.cumsum(1) - 0.5 * hist) / hist.sum(1, keepdim=True).clamp_min(1.0)
+    pos = cdf * (len(ref) - 1)
+    i0 = pos.floor().long().clamp(0, len(ref) - 2)
+    w = pos - i0
+    table = ref[i0] * (1 - w) + ref[i0 + 1] * w
+    own = torch.arange(256, device=x.device, dtype=torch.float32) / 255.0
+    table[:, : OUTSIDE_LEVEL + 1] = own[: OUTSIDE_LEVEL + 1]
+    return table.gather(1, levels).reshape(x.shape).to(x.dtype if x.is_floating_point() else torch.float32)
