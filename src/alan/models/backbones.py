@@ -125,15 +125,15 @@ class Backbone(nn.Module):
         x = x.float().to(self.mean.device)
         if x.ndim == 3:
             x = x[:, None]
-        if x.shape[1] == 1:
-            x = x.expand(-1, 3, -1, -1)
-        elif len(self.gray_reference) and x.shape[1] == 3:
-            x = x.mean(1, keepdim=True).expand(-1, 3, -1, -1)
+        if len(self.gray_reference) and x.shape[1] == 3:
+            x = x.mean(1, keepdim=True)
         s = self.grid_at(size) * self.config.patch_size
-        if x.shape[-2:] != (s, s):
+        if x.shape[-2:] != (s, s):  # gray frames are resized as one channel, then replicated
             x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
         if len(self.gray_reference):
-            x = match_gray(x[:, :1], self.gray_reference).expand(-1, 3, -1, -1)
+            x = match_gray(x, self.gray_reference)
+        if x.shape[1] == 1:
+            x = x.expand(-1, 3, -1, -1)
         return (x - self.mean) / self.std
 
     def forward_tokens(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:

@@ -224,12 +224,20 @@ def set_input_size(path: str | Path, input_size: int | None, out_dir: str | Path
     if input_size is not None:
         token_grid(input_size, get_arch(arch).config.patch_size)
     trained_at = config.get("training", {}).get("input_size", config.get("input_size"))
+    return _save_copy(head, out_dir, input_size=input_size, backbone_hash=config.get("backbone_hash"),
+                      training={**config.get("training", {}), "input_size": trained_at},
+                      meta={**config.get("meta", {}), "input_size_from": config["hash"]})
+
+
+def _save_copy(head: RaptorHead, out_dir: str | Path, *, input_size: int | None, backbone_hash: str | None,
+               training: dict[str, Any] | None, meta: dict[str, Any]) -> RaptorHead:
+    """Save `head`'s weights as a new head artifact with another input size / binding / record."""
+    config = head.config
     copy = RaptorHead(head.embed_dim, head.n_parcels, head.dropout, position=head.position, grid=head.grid,
                       input_size=input_size)
     copy.load_state_dict(head.state_dict(), strict=True)
-    save_head(copy, out_dir, backbone_hash=config.get("backbone_hash"), loss=config.get("loss"),
-              training={**config.get("training", {}), "input_size": trained_at},
-              meta={**config.get("meta", {}), "input_size_from": config["hash"]}, run_info=config.get("run_info"))
+    save_head(copy, out_dir, backbone_hash=backbone_hash, loss=config.get("loss"), training=training, meta=meta,
+              run_info=config.get("run_info"))
     return copy.eval()
 
 
@@ -239,17 +247,12 @@ def rebind(path: str | Path, backbone: Any, out_dir: str | Path) -> RaptorHead:
     any other backbone; the source head's hash is kept in ``meta.rebound_from``."""
     head = load_head(path)
     config = head.config
-    source = getattr(backbone, "config", None)
-    origin = (source.meta.get("gray_match", {}).get("from") if source is not None else None)
+    origin = backbone.config.meta.get("gray_match", {}).get("from")
     if origin is None or origin != config.get("backbone_hash"):
         raise ArtifactError(f"{resolve_head_dir(path)}: head was trained on backbone {config.get('backbone_hash')}; "
-                            f"{getattr(backbone, 'hash', None)} is not a gray-matched copy of it")
-    copy = RaptorHead(head.embed_dim, head.n_parcels, head.dropout, position=head.position, grid=head.grid,
-                      input_size=head.input_size)
-    copy.load_state_dict(head.state_dict(), strict=True)
-    save_head(copy, out_dir, backbone_hash=backbone.hash, loss=config.get("loss"), training=config.get("training"),
-              meta={**config.get("meta", {}), "rebound_from": config["hash"]}, run_info=config.get("run_info"))
-    return copy.eval()
+                            f"{backbone.hash} is not a gray-matched copy of it")
+    return _save_copy(head, out_dir, input_size=head.input_size, backbone_hash=backbone.hash,
+                      training=config.get("training"), meta={**config.get("meta", {}), "rebound_from": config["hash"]})
 
 
 def resolve_head_dir(path: str | Path) -> Path:

@@ -58,7 +58,8 @@ REFERENCE_POINTS = 257
 
 def gray_histogram(frames: np.ndarray) -> np.ndarray:
     """Counts of the 256 gray levels of a stack (uint8, or float in [0, 1] rounded to levels)."""
-    levels = np.asarray(frames) if np.asarray(frames).dtype == np.uint8 else to_uint8(np.clip(frames, 0, 1))
+    frames = np.asarray(frames)
+    levels = frames if frames.dtype == np.uint8 else to_uint8(np.clip(frames, 0, 1))
     return np.bincount(levels.ravel(), minlength=256).astype(np.int64)
 
 
