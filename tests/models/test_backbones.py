@@ -171,6 +171,14 @@ def test_a_gray_reference_matches_each_frame_before_standardising(micro, tmp_pat
         with_gray_reference(micro, ref[::-1])
     with pytest.raises(AlanError, match="257"):
         with_gray_reference(micro, ref[:10])
+    # the gain-gamma method: prepare uses it, the JSON keeps it (and the histogram copy writes no key for it)
+    gg = with_gray_reference(micro, ref, "gain-gamma")
+    torch.testing.assert_close(gg.prepare(frames), ((match_gray(resized, ref, "gain-gamma") - 0.3) / 0.2).expand(-1, 3, -1, -1))
+    save_backbone(gg, tmp_path / "gg")
+    assert load_backbone(tmp_path / "gg").config.gray_method == "gain-gamma"
+    assert "gray_method" not in json.loads((tmp_path / "matched" / "config.json").read_text())
+    with pytest.raises(AlanError, match="gain-gamma"):
+        with_gray_reference(micro, ref, "log")
 
 
 def test_cli_gray_match_takes_the_reference_from_the_training_frames(micro, tmp_path, run_cli):
@@ -191,7 +199,12 @@ def test_cli_gray_match_takes_the_reference_from_the_training_frames(micro, tmp_
     loaded = load_backbone(tmp_path / "bbm")
     np.testing.assert_allclose(loaded.config.gray_reference, gray_reference(hist), atol=1e-7)
     assert loaded.config.meta["gray_match"]["from"] == micro.hash and "gray-match" in loaded.config.command
-    assert "matched to" in run_cli("backbone", "info", str(tmp_path / "bbm")).stdout
+    assert "histogram, matched to" in run_cli("backbone", "info", str(tmp_path / "bbm")).stdout
+    r = run_cli("backbone", "gray-match", str(tmp_path / "bb"), "--data", str(root), "--method", "gain-gamma",
+                "--out", str(tmp_path / "bbg"))
+    assert r.returncode == 0 and load_backbone(tmp_path / "bbg").config.gray_method == "gain-gamma", r.stderr
+    r = run_cli("backbone", "gray-match", str(tmp_path / "bb"), "--data", str(root), "--method", "log", "--out", str(tmp_path / "bad"))
+    assert r.returncode == 2 and "--method" in r.stderr and not (tmp_path / "bad").exists()
     # a split with no records: one line, exit 2, nothing written
     r = run_cli("backbone", "gray-match", str(tmp_path / "bb"), "--data", str(root), "--split", "test", "--out", str(tmp_path / "no"))
     assert r.returncode == 2 and "no records" in r.stderr and not (tmp_path / "no").exists()

@@ -53,6 +53,24 @@ def test_reproduce_alan_on_phantoms(phantoms, tmp_path):
     assert (out / "report.html").read_text().count("<img") >= 3
 
 
+def test_a_given_head_with_the_grid_position_gets_the_shipped_recipe(phantoms, tmp_path):
+    """The shipped head named by path (with its backbone) is scored with the recipe it was made
+    for, not the paper's, unless the paper's is asked for."""
+    from alan.models.backbones import bundled_backbone
+    from alan.models.raptor import bundled_head, load_head
+
+    assert load_head(bundled_head()).position > 0
+    args = ["reproduce", "alan", "--echonet", str(phantoms["echonet"]), "--backbone", str(bundled_backbone()),
+            "--head", str(bundled_head())]
+    res = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "a")])
+    assert res.exit_code == 0, res.output
+    assert "using the shipped recipe" in res.output
+    assert json.loads((tmp_path / "a" / "results.json").read_text())["recipe"]["name"] == "shipped"
+    res = CliRunner().invoke(app, [*args, "--recipe", "paper", "--out", str(tmp_path / "b")])
+    assert res.exit_code == 0 and "using the shipped recipe" not in res.output, res.output
+    assert json.loads((tmp_path / "b" / "results.json").read_text())["recipe"]["name"] == "paper"
+
+
 def test_reproduce_needs_a_dataset():
     res = CliRunner().invoke(app, ["reproduce", "alan"])
     assert res.exit_code == 2 and "give at least one of --echonet, --camus, --tmed2" in res.output

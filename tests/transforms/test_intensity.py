@@ -8,7 +8,17 @@ import torch
 from scipy.stats import rankdata
 from skimage.exposure import match_histograms
 
-from alan.transforms.intensity import OUTSIDE_LEVEL, REFERENCE_POINTS, gray_histogram, gray_reference, match_gray
+from alan.transforms.intensity import (
+    CURVE_PROBS,
+    GAMMA_RANGE,
+    OUTSIDE_LEVEL,
+    REFERENCE_POINTS,
+    fit_gain_gamma,
+    gray_histogram,
+    gray_quantiles,
+    gray_reference,
+    match_gray,
+)
 
 
 def _sector_frame(seed: int, size: int = 48) -> np.ndarray:
@@ -90,3 +100,75 @@ def test_gray_reference_shape_and_refusals():
         gray_reference(np.ones(10))
     with pytest.raises(ValueError, match="nothing to take"):
         gray_reference(np.r_[5, 5, np.zeros(254)])
+
+
+def _np_quantiles(frame: np.ndarray, probs) -> np.ndarray:
+    """The mid-rank CDF of the used in-sector levels, inverted by np.interp (as `gray_reference`)."""
+    h = gray_histogram(frame).astype(float)
+    h[: OUTSIDE_LEVEL + 1] = 0
+    cdf = (np.cumsum(h) - 0.5 * h) / h.sum()
+    used = np.flatnonzero(h)
+    return np.interp(probs, cdf[used], used) / 255.0
+
+
+@pytest.mark.parametrize("seed", range(6))
+def test_gray_quantiles_invert_the_mid_rank_cdf_like_np_interp(seed):
+    rng = np.random.default_rng(seed)
+    f = _sector_frame(seed)
+    if seed % 2:
+        f = (f // 23 * 23).astype(np.uint8)  # sparse levels: gaps between used levels
+    probs = np.r_[0.0, 1e-4, np.sort(rng.uniform(0, 1, 9)), 1 - 1e-4, 1.0]
+    h = torch.from_numpy(gray_histogram(f).astype(np.float32))
+    h[: OUTSIDE_LEVEL + 1] = 0
+    np.testing.assert_allclose(gray_quantiles(h[None], probs)[0].numpy(), _np_quantiles(f, probs), atol=1e-5)
+    # the reference a histogram gives is its own quantile function
+    ref = gray_reference(gray_histogram(f))
+    np.testing.assert_allclose(gray_quantiles(h[None], np.linspace(0, 1, REFERENCE_POINTS))[0].numpy(), ref, atol=1e-5)
+
+
+def test_fit_gain_gamma_is_the_log_log_least_squares_line():
+    rng = np.random.default_rng(0)
+    q = np.sort(rng.uniform(0.05, 0.9, (3, 19)), axis=1)
+    r = np.clip(0.8 * q ** 1.3 * np.exp(rng.normal(0, 0.05, q.shape)), 0.01, 1)
+    a, g = fit_gain_gamma(torch.tensor(q, dtype=torch.float32), torch.tensor(r, dtype=torch.float32))
+    for i in range(3):
+        slope, intercept = np.polyfit(np.log(q[i]), np.log(r[i]), 1)
+        assert np.isclose(g[i].item(), slope, atol=1e-4) and np.isclose(a[i].item(), np.exp(intercept), rtol=1e-4)
+    # a gamma outside the range is clamped, and the gain refitted for the clamped gamma
+    q = np.linspace(0.6, 0.9, 19)[None]
+    a, g = fit_gain_gamma(torch.tensor(q, dtype=torch.float32), torch.tensor(q ** 9, dtype=torch.float32))
+    assert g.item() == GAMMA_RANGE[1]
+    assert np.isclose(np.log(a.item()), np.mean(9 * np.log(q[0]) - GAMMA_RANGE[1] * np.log(q[0])), atol=1e-4)
+
+
+@pytest.mark.parametrize("curve", [lambda v: 2.0 * v, lambda v: 0.6 * v, lambda v: v ** 0.5, lambda v: v ** 1.5,
+                                   lambda v: 1.3 * v ** 0.7])
+def test_gain_gamma_undoes_a_gain_and_a_gamma(curve):
+    f = np.stack([_sector_frame(s, size=96) for s in (6, 7)])
+    base = torch.from_numpy(f).float() / 255
+    ref = gray_reference(gray_histogram(f))
+    changed = torch.from_numpy(np.clip(np.round(255 * curve(f / 255.0)), 0, 255).astype(np.uint8)).float() / 255
+    changed[base <= OUTSIDE_LEVEL / 255] = base[base <= OUTSIDE_LEVEL / 255]
+    out = match_gray(changed, ref, method="gain-gamma")
+    inside = base > OUTSIDE_LEVEL / 255
+    before = (changed - base).abs()[inside].mean()
+    after = (out - base).abs()[inside & (base < 0.9)].mean()  # a gain of 2 clips the brightest levels for good
+    # what is left is rounding: a gamma of 1.5 merges the darkest levels for good
+    assert before > 10 / 255 and after < 0.25 * before and after < 5 / 255
+
+
+def test_gain_gamma_output_is_the_fitted_power_curve():
+    ref = gray_reference(gray_histogram(np.stack([_sector_frame(s) for s in range(4)])))
+    f = _sector_frame(9)
+    inside = f > OUTSIDE_LEVEL
+    out = match_gray(torch.from_numpy(f[None]).float() / 255, ref, method="gain-gamma")[0].numpy()
+    hist = torch.from_numpy(np.where(np.arange(256) > OUTSIDE_LEVEL, gray_histogram(f), 0)[None].astype(np.float32))
+    ref_q = np.interp(CURVE_PROBS, np.linspace(0, 1, REFERENCE_POINTS), ref)
+    a, g = fit_gain_gamma(gray_quantiles(hist, CURVE_PROBS), torch.tensor(ref_q, dtype=torch.float32)[None])
+    np.testing.assert_allclose(out[inside], np.minimum(a.item() * (f[inside] / 255.0) ** g.item(), 1), atol=1e-5)
+    assert (out[~inside] == f[~inside] / 255.0).all()
+
+
+def test_match_gray_refuses_an_unknown_method():
+    with pytest.raises(ValueError, match="gain-gamma"):
+        match_gray(torch.zeros(1, 4, 4), np.linspace(0, 1, REFERENCE_POINTS), method="log")

@@ -81,13 +81,17 @@ def gray_match(
     format: str = typer.Option("auto", "--format", help="Dataset format (auto detects it)."),
     split: str = typer.Option("train", "--split", help="Split(s) whose frames give the reference, or 'all'."),
     max_records: int = typer.Option(None, "--max-records", min=1, help="Evenly spaced records per dataset (default: all)."),
+    method: str = typer.Option("histogram", "--method",
+                               help="histogram (undo any gray curve; forces each frame's histogram too) or "
+                                    "gain-gamma (fit a gain and a gamma per frame; keeps the frame's own histogram)."),
 ) -> None:
-    """Copy a backbone that histogram-matches every frame to its training frames' gray levels.
+    """Copy a backbone that matches every frame to its training frames' gray levels.
 
     Beyond the papers: the reference is the distribution of the in-sector gray levels of the
-    frames of --data (at the backbone's size); at inference each frame's gray levels are mapped
-    onto it by rank, so a change of gain, gamma or compression reaches the ViT as no change.
-    The weights are unchanged. A head trained on the source backbone follows it with
+    frames of --data (at the backbone's size). At inference each frame's gray levels are mapped
+    onto it: by rank (--method histogram), so any change of gain, gamma or compression reaches
+    the ViT as no change, or by a fitted gain and gamma (--method gain-gamma), which undoes those
+    two and leaves the frame's content alone. The weights are unchanged. A head trained on the source backbone follows it with
     `alan raptor rebind`. Example:
 
         alan backbone gray-match runs/dino --data data/echonet --out bb/dino_matched
@@ -97,15 +101,17 @@ def gray_match(
     from alan.cli._options import select_records
     from alan.data.frames import FrameDataset
     from alan.models.backbones import load_backbone, save_backbone, with_gray_reference
-    from alan.transforms.intensity import gray_reference
+    from alan.transforms.intensity import GRAY_METHODS, gray_reference
 
+    if method not in GRAY_METHODS:
+        raise typer.BadParameter(f"expected one of {', '.join(GRAY_METHODS)}", param_hint="--method")
     bb = load_backbone(backbone)
     hist, n_records = np.zeros(256, np.int64), 0
     for path in data:
         _, records = select_records(path, format, split)
         hist += FrameDataset(records, size=bb.config.img_size).gray_histogram(max_records)
         n_records += len(records) if max_records is None else min(max_records, len(records))
-    copy = with_gray_reference(bb, gray_reference(hist), data=[str(p) for p in data], split=split, records=n_records)
+    copy = with_gray_reference(bb, gray_reference(hist), method, data=[str(p) for p in data], split=split, records=n_records)
     copy.config = replace(copy.config, command=_command())
     digest = save_backbone(copy, out)
     typer.echo(f"backbone {digest} (weights of {bb.hash}, gray reference of {n_records} records) -> {out}")
@@ -130,7 +136,7 @@ def info(path: Path = typer.Argument(..., help="Backbone artifact folder (or a r
     c = bb.config
     typer.echo(f"hash      {bb.hash}\narch      {c.arch} ({c.img_size}px, patch {c.patch_size}, {bb.grid}x{bb.grid} tokens, "
                f"dim {c.embed_dim})\nmean/std  {[round(v, 4) for v in c.mean]} / {[round(v, 4) for v in c.std]}\n"
-               f"gray ref  {'matched to ' + str(c.meta.get('gray_match', {}).get('data', '?')) if c.gray_reference else '-'}\n"
+               f"gray ref  {f'{c.gray_method}, matched to ' + str(c.meta.get('gray_match', {}).get('data', '?')) if c.gray_reference else '-'}\n"
                f"source    {c.source}\ndata      {c.data_fingerprint or '-'}\ncommand   {c.command or '-'}")
 
 

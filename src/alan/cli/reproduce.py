@@ -28,7 +28,8 @@ def alan(
     recipe: str = typer.Option(None, "--recipe", help="paper (the ALAN paper's protocol) or shipped (adds the position "
                                                       "head at 224 px, the location-prior component and support, masks "
                                                       "cut at bright pixels, and grid view features at 224 px); "
-                                                      "default: shipped with the shipped models, else paper."),
+                                                      "default: shipped with the shipped models or a given head "
+                                                      "that sees the grid position, else paper."),
     dino_weights: Path = typer.Option(None, "--dino-weights", help="Official DINO weights (e.g. dino_deitsmall8_pretrain.pth)."),
     arch: str = typer.Option("vit_small_p4_112", "--arch", help="Architecture to train on EchoNet TRAIN when no backbone is given."),
     dino_epochs: int = typer.Option(40, "--dino-epochs", min=1, help="DINO epochs when the backbone is trained here (paper: 40-50)."),

@@ -30,7 +30,7 @@ from torch import nn
 from alan.artifacts import bundled_artifact, load_artifact, save_artifact
 from alan.errors import AlanError, ArtifactError
 from alan.models.registry import IMAGENET_MEAN, IMAGENET_STD, ViTConfig, get_arch, list_archs, token_grid
-from alan.transforms.intensity import REFERENCE_POINTS, match_gray
+from alan.transforms.intensity import GRAY_METHODS, REFERENCE_POINTS, match_gray
 
 
 #: name -> `ViTConfig` of every registered backbone architecture.
@@ -59,11 +59,14 @@ class BackboneConfig:
     data_fingerprint: str = ""
     command: str = ""
     gray_reference: list[float] = field(default_factory=list)
+    gray_method: str = "histogram"
 
     def to_dict(self) -> dict[str, Any]:
         d = asdict(self)
         if not d["gray_reference"]:  # absent rather than empty: artifacts without one keep their hash
             del d["gray_reference"]
+        if d["gray_method"] == "histogram":  # likewise the matched copies made before there was a choice
+            del d["gray_method"]
         return {"kind": "backbone", **d}
 
     @classmethod
@@ -118,7 +121,7 @@ class Backbone(nn.Module):
 
         S is `size` (a multiple of the patch size; the position embeddings are resampled to its
         grid) or, by default, the size the ViT was trained at. With a gray reference, each resized
-        gray frame is histogram-matched to it first (`match_gray`)."""
+        gray frame is matched to it first (`match_gray` with the config's `gray_method`)."""
         x = torch.as_tensor(frames)
         if x.dtype == torch.uint8:
             x = x.float() / 255.0
@@ -131,7 +134,7 @@ class Backbone(nn.Module):
         if x.shape[-2:] != (s, s):  # gray frames are resized as one channel, then replicated
             x = F.interpolate(x, size=(s, s), mode="bilinear", align_corners=False, antialias=True)
         if len(self.gray_reference):
-            x = match_gray(x, self.gray_reference)
+            x = match_gray(x, self.gray_reference, self.config.gray_method)
         if x.shape[1] == 1:
             x = x.expand(-1, 3, -1, -1)
         return (x - self.mean) / self.std
@@ -164,14 +167,17 @@ def gray_stats(mean: float | Sequence[float], std: float | Sequence[float]) -> t
     return m, s
 
 
-def with_gray_reference(backbone: Backbone, reference: Sequence[float], **meta: Any) -> Backbone:
-    """A copy of `backbone` (same weights) that histogram-matches every frame to `reference`
-    (`alan.transforms.intensity.gray_reference`); ``meta.gray_match`` records the source
-    backbone's hash (``from``) and `meta` (e.g. the data the reference was taken from)."""
+def with_gray_reference(backbone: Backbone, reference: Sequence[float], method: str = "histogram",
+                        **meta: Any) -> Backbone:
+    """A copy of `backbone` (same weights) that matches every frame to `reference`
+    (`alan.transforms.intensity.gray_reference`) by `method` (`GRAY_METHODS`); ``meta.gray_match``
+    records the source backbone's hash (``from``) and `meta` (e.g. the data the reference was taken from)."""
     ref = [float(v) for v in reference]
     if len(ref) != REFERENCE_POINTS or any(b < a for a, b in zip(ref, ref[1:])) or ref[0] < 0 or ref[-1] > 1:
         raise AlanError(f"a gray reference is {REFERENCE_POINTS} non-decreasing values in [0, 1], got {len(ref)} values")
-    config = replace(backbone.config, gray_reference=ref,
+    if method not in GRAY_METHODS:
+        raise AlanError(f"unknown gray-matching method {method!r}; expected one of {', '.join(GRAY_METHODS)}")
+    config = replace(backbone.config, gray_reference=ref, gray_method=method,
                      meta={**backbone.config.meta, "gray_match": {"from": backbone.hash, **meta}})
     copy = Backbone(config)
     copy.vit.load_state_dict(backbone.vit.state_dict(), strict=True)

@@ -21,7 +21,8 @@ def reproduce_alan(out: str | Path, *, echonet: Path | None, camus: Path | None,
     """Backbone (given, imported from official DINO weights, trained on EchoNet TRAIN with
     `train_backbone`, or else the one shipped with alan together with its head) -> protocol.
     `head` given (or shipped): RAPTOR is not retrained. `recipe`: "paper" or "shipped" (default:
-    "shipped" with the shipped pair, else "paper")."""
+    "shipped" with the shipped pair or a given head trained with the grid position, as the shipped
+    one was; else "paper")."""
     from alan.data import open_dataset
     from alan.models.backbones import load_backbone
     from alan.pipelines.protocol import flatten_segmentation
@@ -61,13 +62,17 @@ def reproduce_alan(out: str | Path, *, echonet: Path | None, camus: Path | None,
             train_dino(ds.split("train"), DINOConfig(arch=arch), opts, out / "dino", out / "backbone",
                        format="echonet", data_root=echonet, command="alan reproduce alan")
             bb = load_backbone(out / "backbone")
-    recipe = recipe or "paper"
-    if recipe not in RECIPES:
+    if recipe is not None and recipe not in RECIPES:
         raise AlanError(f"unknown recipe {recipe!r}; expected one of {', '.join(RECIPES)}")
     if head is not None:
         from alan.models.raptor import load_head
 
         trained_head = load_head(head, backbone=bb)
+        if recipe is None and getattr(trained_head, "position", 0.0) > 0:
+            recipe = "shipped"  # the paper's downstream would throw away what such a head was made for
+            console.print(f"note: the head sees the grid position (weight {trained_head.position:g}): using the "
+                          "shipped recipe; --recipe paper for the paper's")
+    recipe = recipe or "paper"
     cfg = ProtocolConfig(n_parcels=k, raptor_epochs=raptor_epochs, raptor_max_steps=raptor_max_steps, seed=seed, run=run,
                          **RECIPES[recipe])
     results = run_protocol(bb, out, echonet=echonet, camus=camus, tmed2=tmed2, config=cfg, console=console, timer=timer,
